@@ -1,0 +1,134 @@
+//! plexusd's configuration file and its defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::names::NetworkRef;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// Everything plexusd reads from its config file (YAML; JSON is YAML too).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct Config {
+    /// The unix socket the shim talks to.
+    pub socket_path: PathBuf,
+    /// Where the runtime's CNI configs live; the cluster network is found here.
+    pub cni_conf_dir: PathBuf,
+    /// Where delegate plugin binaries are looked up, in order.
+    pub cni_bin_dirs: Vec<PathBuf>,
+    /// Where attachment records are kept; must survive plexusd restarts.
+    pub records_dir: PathBuf,
+    /// The directory of NAD and Pod manifests (the `files` source).
+    pub manifest_dir: PathBuf,
+    /// The `name` of the cluster network's conf in `cni_conf_dir`. Empty: the first conf file
+    /// there that is not Plexus's own, as Multus does.
+    pub cluster_network: Option<String>,
+    /// NADs attached to every pod after the cluster network and before its own selections.
+    pub default_networks: Vec<String>,
+    /// The deadline for one delegate call, in seconds.
+    pub delegate_timeout_seconds: u64,
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            socket_path: "/run/plexus/plexus.sock".into(),
+            cni_conf_dir: "/etc/cni/net.d".into(),
+            cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
+            records_dir: "/var/lib/plexus/records".into(),
+            manifest_dir: "/etc/plexus/manifests".into(),
+            cluster_network: None,
+            default_networks: Vec::new(),
+            delegate_timeout_seconds: 60,
+            log_format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the file; a missing `path` means the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else { return Ok(Self::default()) };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let config: Self = serde_saphyr::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        config.validate().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.cni_bin_dirs.is_empty() {
+            return Err("cniBinDirs must name at least one directory".into());
+        }
+        if self.delegate_timeout_seconds == 0 {
+            return Err("delegateTimeoutSeconds must be at least 1".into());
+        }
+        self.default_network_refs().map(drop)
+    }
+
+    pub fn default_network_refs(&self) -> Result<Vec<NetworkRef>, String> {
+        self.default_networks
+            .iter()
+            .map(|n| NetworkRef::parse(n).map_err(|e| format!("defaultNetworks: {e}")))
+            .collect()
+    }
+
+    pub fn delegate_timeout(&self) -> Duration {
+        Duration::from_secs(self.delegate_timeout_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plexusd.yaml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path))
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let config = parse("socketPath: /tmp/x.sock\ndefaultNetworks: [kube-system/storage]\n").unwrap();
+        assert_eq!(config.socket_path, PathBuf::from("/tmp/x.sock"));
+        assert_eq!(config.cni_conf_dir, PathBuf::from("/etc/cni/net.d"));
+        assert_eq!(config.default_network_refs().unwrap()[0].to_string(), "kube-system/storage");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused_with_the_path() {
+        let err = parse("sockPath: /x\n").unwrap_err().to_string();
+        assert!(err.contains("plexusd.yaml"), "{err}");
+        assert!(parse("defaultNetworks: [Bad_Name]\n").is_err());
+        assert!(parse("cniBinDirs: []\n").is_err());
+        assert!(parse("delegateTimeoutSeconds: 0\n").is_err());
+    }
+
+    #[test]
+    fn no_file_means_defaults() {
+        assert_eq!(Config::load(None).unwrap().delegate_timeout(), Duration::from_secs(60));
+    }
+}

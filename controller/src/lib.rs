@@ -1,0 +1,34 @@
+//! plexusd: the Plexus node controller. The `plexus` shim forwards each CNI call here.
+
+/// CIDR prefixes and MAC addresses shared by annotations and results.
+pub mod addr;
+/// A pod's delegates run in order, rolled back, deleted, checked and garbage-collected.
+pub mod attach;
+/// CNI spec types, version conversion and the delegate executor.
+pub mod cni;
+/// The CNI conf dir: the cluster network and NADs without an inline config.
+pub mod confdir;
+/// plexusd's config file.
+pub mod config;
+/// Per-container serialization of operations.
+pub mod locks;
+/// Validated identifiers (container ids, interface names, Kubernetes names).
+pub mod names;
+/// plexusd's own netlink work inside pod namespaces (default-route moves).
+pub mod netlink;
+/// The on-disk attachment records.
+pub mod records;
+/// The socket protocol's request, parsed at the edge.
+pub mod request;
+/// Selections and networks turned into delegates.
+pub mod resolve;
+/// The `k8s.v1.cni.cncf.io/networks` annotation parser.
+pub mod selection;
+/// The HTTP server on the unix socket.
+pub mod server;
+/// The CNI commands end to end.
+pub mod service;
+/// Where NADs and pods come from.
+pub mod source;
+/// network-status entries and the runtime's merged result.
+pub mod status;

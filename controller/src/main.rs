@@ -1,0 +1,78 @@
+//! plexusd: wires the config, the source, the record store and the server together.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use plexus_controller::cni::PluginExecutor;
+use plexus_controller::config::{Config, LogFormat};
+use plexus_controller::records::RecordStore;
+use plexus_controller::server;
+use plexus_controller::service::Plexus;
+use plexus_controller::source::files::FilesSource;
+
+/// The Plexus node controller: attaches pods to the networks their annotations name.
+#[derive(Parser)]
+#[command(version, about)]
+struct Args {
+    /// plexusd's config file (YAML). Without it, the defaults apply.
+    #[arg(long, short, env = "PLEXUS_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match Config::load(args.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("plexusd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(config.log_format);
+    match run(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "plexusd stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    let source = FilesSource::load(&config.manifest_dir);
+    let _watcher = source.watch()?;
+    let records = RecordStore::open(&config.records_dir)?;
+    let executor = Arc::new(PluginExecutor::new(config.cni_bin_dirs.clone(), config.delegate_timeout()));
+    let socket = config.socket_path.clone();
+    let plexus = Arc::new(Plexus::new(config, source, executor, records)?);
+    server::serve(&socket, plexus, shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    tracing::info!("shutting down");
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

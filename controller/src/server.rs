@@ -1,0 +1,159 @@
+//! The HTTP side of plexusd: the CNI endpoint the shim calls, health and readiness, and the
+//! network-status read-back. The only place that turns errors into CNI answers.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tokio::net::UnixListener;
+use tracing::Instrument;
+
+use crate::cni::{CniError, CniVersion, Command, code};
+use crate::names::ContainerId;
+use crate::request::{CniRequest, WireRequest, requested_version};
+use crate::service::Plexus;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot prepare socket {path}: {source}")]
+    Socket { path: PathBuf, source: std::io::Error },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+pub fn router(plexus: Arc<Plexus>) -> Router {
+    Router::new()
+        .route("/v1/cni", post(cni))
+        .route("/v1/network-status/{container_id}", get(network_status))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(plexus)
+}
+
+/// Serves on the unix socket until `shutdown` completes; the socket file is removed after.
+pub async fn serve(path: &Path, plexus: Arc<Plexus>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+    let listener = bind(path)?;
+    tracing::info!(socket = %path.display(), "listening");
+    let served = axum::serve(listener, router(plexus)).with_graceful_shutdown(shutdown).await;
+    let _ = std::fs::remove_file(path);
+    served.map_err(ServerError::Serve)
+}
+
+fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+    let socket_err = |source| ServerError::Socket { path: path.to_owned(), source };
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(socket_err)?;
+    }
+    // A socket file left by a previous plexusd that died; nobody can be listening on it, or
+    // bind would not be the way to find out, so check by connecting first.
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(socket_err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another plexusd is listening")));
+        }
+        std::fs::remove_file(path).map_err(socket_err)?;
+    }
+    let listener = UnixListener::bind(path).map_err(socket_err)?;
+    // Only root may ask plexusd to plumb namespaces.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(socket_err)?;
+    Ok(listener)
+}
+
+async fn cni(State(plexus): State<Arc<Plexus>>, body: Bytes) -> Response {
+    let wire: WireRequest = match serde_json::from_slice(&body) {
+        Ok(wire) => wire,
+        Err(e) => {
+            let error = CniError::new(code::DECODING_FAILURE, "cannot decode the request from the shim", e.to_string());
+            return error_reply(&error, CniVersion::LATEST.as_str());
+        }
+    };
+    let version = requested_version(&wire.config);
+    let span = tracing::info_span!(
+        "cni",
+        command = %wire.command,
+        container = %wire.container_id,
+        ifname = %wire.ifname,
+        pod = tracing::field::Empty,
+    );
+    async move {
+        let started = Instant::now();
+        let request = match CniRequest::parse(&wire) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::warn!(%error, "rejected request");
+                return error_reply(&error, &version);
+            }
+        };
+        if let Ok(Some(pod)) = request.args.pod() {
+            tracing::Span::current().record("pod", tracing::field::display(pod));
+        }
+        let outcome = dispatch(&plexus, &request).await;
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        match outcome {
+            Ok(body) => {
+                tracing::info!(elapsed_us, "done");
+                (StatusCode::OK, body).into_response()
+            }
+            Err(error) => {
+                tracing::warn!(elapsed_us, kind = error.metric_label(), %error, "failed");
+                error_reply(&error.to_cni(), &version)
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dispatch(plexus: &Plexus, request: &CniRequest) -> crate::service::Result<Vec<u8>> {
+    match request.command {
+        Command::Add => plexus.add(request).await,
+        Command::Del => plexus.del(request).await.map(|()| Vec::new()),
+        Command::Check => plexus.check(request).await.map(|()| Vec::new()),
+        Command::Status => plexus.status().await.map(|()| Vec::new()),
+        Command::Gc => plexus.gc(request).await.map(|()| Vec::new()),
+        Command::Version => Ok(version_answer(request.conf.cni_version)),
+    }
+}
+
+fn version_answer(asked: CniVersion) -> Vec<u8> {
+    let supported: Vec<&str> = CniVersion::ALL.iter().map(|v| v.as_str()).collect();
+    serde_json::json!({ "cniVersion": asked.as_str(), "supportedVersions": supported }).to_string().into_bytes()
+}
+
+/// An error answer: the CNI error object, with a status that tells the shim to exit non-zero.
+/// Requests the caller got wrong are 400; failures on plexusd's side of the call are 500.
+fn error_reply(error: &CniError, cni_version: &str) -> Response {
+    let status = match error.code {
+        code::INVALID_ENVIRONMENT | code::DECODING_FAILURE | code::INCOMPATIBLE_VERSION | code::INVALID_CONFIG => StatusCode::BAD_REQUEST,
+        code::TRY_AGAIN_LATER | code::NOT_AVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    (status, [("content-type", "application/json")], error.to_bytes(cni_version)).into_response()
+}
+
+async fn readyz(State(plexus): State<Arc<Plexus>>) -> Response {
+    let readiness = plexus.source().readiness();
+    let mut text = if readiness.ready { "ready\n".to_owned() } else { "not ready: source has not loaded\n".to_owned() };
+    for problem in &readiness.problems {
+        text.push_str(&format!("problem: {problem}\n"));
+    }
+    let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, text).into_response()
+}
+
+async fn network_status(State(plexus): State<Arc<Plexus>>, UrlPath(container_id): UrlPath<String>) -> Response {
+    let Ok(id) = ContainerId::parse(&container_id) else {
+        return (StatusCode::BAD_REQUEST, "invalid container id\n").into_response();
+    };
+    match plexus.network_status(&id) {
+        Ok(Some(status)) => (StatusCode::OK, [("content-type", "application/json")], serde_json::to_vec(&status).unwrap_or_default()).into_response(),
+        Ok(None) => (StatusCode::NOT_FOUND, format!("no record for container {id}\n")).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}

@@ -1,0 +1,444 @@
+//! The CNI commands as plexusd carries them out: source -> selection -> resolution ->
+//! attachment -> records. The server turns requests into calls here and errors into answers.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::attach::{self, AttachError, DetachFailure, Target};
+use crate::cni::{CniError, CniResult, Executor, code};
+use crate::config::Config;
+use crate::confdir::{self, ConfDirError};
+use crate::locks::ContainerLocks;
+use crate::names::{ContainerId, IfName, Namespace, NetworkRef, PodKey};
+use crate::netlink::{self, NetlinkError};
+use crate::records::{Attachment, PodRecord, RecordError, RecordStore};
+use crate::request::CniRequest;
+use crate::resolve::{self, Delegate, Network, PodContext, ResolveError, Unversioned};
+use crate::selection::{self, NETWORKS_ANNOTATION, Selection, SelectionError};
+use crate::source::{PodInfo, Source, SourceError};
+use crate::status::{self, NetworkStatus};
+
+/// The namespace of a pod the runtime did not name (no K8S_POD_NAMESPACE in CNI_ARGS).
+const FALLBACK_NAMESPACE: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Request(CniError),
+    #[error("pod {pod}: invalid {NETWORKS_ANNOTATION} annotation: {source}")]
+    Selection { pod: String, source: SelectionError },
+    #[error("pod {pod}: network {network} not found: no NetworkAttachmentDefinition {network}")]
+    UnknownNetwork { pod: String, network: String },
+    #[error("pod {pod}: {source}")]
+    Source { pod: String, source: SourceError },
+    #[error("network {network}: {source}")]
+    ConfDir { network: String, source: ConfDirError },
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Attach(#[from] AttachError),
+    #[error("network {network}: cannot move the default route to {ifname}: {source}")]
+    DefaultRoute { network: String, ifname: IfName, source: NetlinkError },
+    #[error("network {network}: default-route asks for the result's gateway, but the result has none")]
+    NoGateway { network: String },
+    #[error(transparent)]
+    Records(#[from] RecordError),
+    #[error("{} of the pod's attachments could not be deleted: {}", .0.len(), join(.0))]
+    Detach(Vec<DetachFailure>),
+    #[error("container {0} has no attachments to check")]
+    UnknownContainer(ContainerId),
+    #[error("not ready: {0}")]
+    NotReady(String),
+}
+
+fn join(failures: &[DetachFailure]) -> String {
+    failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+impl Error {
+    /// The CNI error the runtime gets; a delegate's own code is kept.
+    pub fn to_cni(&self) -> CniError {
+        if let Self::Request(e) = self {
+            return e.clone();
+        }
+        let details = match self {
+            Self::Attach(e) => e.stderr().trim().to_owned(),
+            _ => String::new(),
+        };
+        CniError::new(self.cni_code(), self.to_string(), details)
+    }
+
+    pub fn cni_code(&self) -> u32 {
+        match self {
+            Self::Request(e) => e.code,
+            Self::Selection { .. } | Self::UnknownNetwork { .. } | Self::ConfDir { .. } | Self::NoGateway { .. } => code::INVALID_CONFIG,
+            Self::Source { .. } => code::TRY_AGAIN_LATER,
+            Self::Resolve(e) => e.cni_code(),
+            Self::Attach(e) => e.cni_code(),
+            Self::DefaultRoute { .. } | Self::Records(_) => code::IO_FAILURE,
+            Self::Detach(failures) => failures.first().map_or(code::INTERNAL, |f| f.error.cni_code()),
+            Self::UnknownContainer(_) => code::UNKNOWN_CONTAINER,
+            Self::NotReady(_) => code::NOT_AVAILABLE,
+        }
+    }
+
+    /// A short, fixed label per kind of failure, for logs and metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Request(_) => "request",
+            Self::Selection { .. } => "selection",
+            Self::UnknownNetwork { .. } => "unknown_network",
+            Self::Source { .. } => "source",
+            Self::ConfDir { .. } => "conf_dir",
+            Self::Resolve(_) => "resolve",
+            Self::Attach(_) => "delegate",
+            Self::DefaultRoute { .. } | Self::NoGateway { .. } => "default_route",
+            Self::Records(_) => "records",
+            Self::Detach(_) => "detach",
+            Self::UnknownContainer(_) => "unknown_container",
+            Self::NotReady(_) => "not_ready",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything a CNI command needs, shared by all requests.
+pub struct Plexus {
+    config: Config,
+    default_networks: Vec<NetworkRef>,
+    source: Arc<dyn Source>,
+    executor: Arc<dyn Executor>,
+    records: RecordStore,
+    locks: ContainerLocks,
+    /// GC excludes ADD and DEL (CNI §3 Lifecycle, exception): they hold it shared, GC alone.
+    gc_gate: tokio::sync::RwLock<()>,
+}
+
+impl Plexus {
+    pub fn new(config: Config, source: Arc<dyn Source>, executor: Arc<dyn Executor>, records: RecordStore) -> Result<Self, String> {
+        let default_networks = config.default_network_refs()?;
+        Ok(Self { config, default_networks, source, executor, records, locks: ContainerLocks::default(), gc_gate: Default::default() })
+    }
+
+    pub fn source(&self) -> &dyn Source {
+        self.source.as_ref()
+    }
+
+    fn attachment_of<'r>(request: &'r CniRequest) -> Result<(&'r ContainerId, &'r IfName)> {
+        // CniRequest::parse guarantees both for ADD, DEL and CHECK.
+        match (&request.container_id, &request.ifname) {
+            (Some(id), Some(ifname)) => Ok((id, ifname)),
+            _ => Err(Error::Request(CniError::new(code::INVALID_ENVIRONMENT, "CNI_CONTAINERID and CNI_IFNAME are required", ""))),
+        }
+    }
+
+    /// ADD: attaches every network and returns the result for the runtime.
+    pub async fn add(&self, request: &CniRequest) -> Result<Vec<u8>> {
+        let (id, ifname) = Self::attachment_of(request)?;
+        let _container = self.locks.lock(id).await;
+        let _gc = self.gc_gate.read().await;
+        self.clean_leftovers(id, &request.netns).await?;
+        let pod_key = request.args.pod().map_err(Error::Request)?;
+        let pod = self.pod_info(pod_key.as_ref()).await?;
+        let delegates = self.resolve(request, ifname, pod_key.as_ref(), pod.as_deref()).await?;
+        let mut record = PodRecord {
+            container_id: id.clone(),
+            ifname: ifname.clone(),
+            netns: request.netns.clone(),
+            pod: pod_key,
+            runtime_version: request.conf.cni_version,
+            attachments: delegates.iter().map(|d| Attachment { delegate: d.clone(), result: None }).collect(),
+            network_status: Vec::new(),
+        };
+        // The intent covers every delegate before any runs: after a crash, DEL undoes them all,
+        // and DEL of a delegate that never ran is harmless.
+        self.records.save(&record)?;
+        let target = Target { container_id: id.as_str(), netns: &request.netns };
+        let results = match self.attach_and_route(&delegates, target).await {
+            Ok(results) => results,
+            Err(error) => {
+                self.records.remove(id)?;
+                return Err(error);
+            }
+        };
+        let (reply, statuses) = self.report(request, &delegates, &results)?;
+        for (attachment, result) in record.attachments.iter_mut().zip(results) {
+            attachment.result = Some(result);
+        }
+        record.network_status = statuses;
+        self.records.save(&record)?;
+        Ok(reply)
+    }
+
+    /// A record left by an ADD that crashed or was retried without DEL: undo it first, so the
+    /// new ADD starts clean and nothing of the old one leaks.
+    async fn clean_leftovers(&self, id: &ContainerId, netns: &str) -> Result<()> {
+        if let Some(stale) = self.records.load(id)? {
+            tracing::warn!(container = %id, "ADD for a container that has a record; deleting the old attachments first");
+            self.detach_record(stale, netns).await?;
+        }
+        Ok(())
+    }
+
+    async fn attach_and_route(&self, delegates: &[Delegate], target: Target<'_>) -> Result<Vec<Value>> {
+        let results = attach::attach_all(self.executor.as_ref(), delegates, target).await?;
+        if let Err(error) = self.move_default_route(delegates, &results, target.netns).await {
+            let done: Vec<Attachment> = delegates
+                .iter()
+                .zip(&results)
+                .map(|(d, r)| Attachment { delegate: d.clone(), result: Some(r.clone()) })
+                .collect();
+            for failure in attach::detach_all(self.executor.as_ref(), &done, target).await {
+                tracing::warn!(error = %failure, "rollback DEL failed; the runtime's DEL will retry");
+            }
+            return Err(error);
+        }
+        Ok(results)
+    }
+
+    async fn move_default_route(&self, delegates: &[Delegate], results: &[Value], netns: &str) -> Result<()> {
+        let Some((delegate, result)) = delegates.iter().zip(results).find(|(d, _)| d.default_route.is_some()) else {
+            return Ok(());
+        };
+        let mut gateways: Vec<IpAddr> = delegate.default_route.clone().unwrap_or_default();
+        if gateways.is_empty() {
+            // An empty list is not defined by the spec; like Multus, use the result's gateways.
+            gateways = parse_result(delegate, result)?.ips.iter().filter_map(|ip| ip.gateway).collect();
+        }
+        if gateways.is_empty() {
+            return Err(Error::NoGateway { network: delegate.network.clone() });
+        }
+        netlink::move_default_route(netns, delegate.ifname.as_str(), gateways).await.map_err(|source| Error::DefaultRoute {
+            network: delegate.network.clone(),
+            ifname: delegate.ifname.clone(),
+            source,
+        })
+    }
+
+    /// The runtime's reply and the network-status entries, from the delegates' results.
+    fn report(&self, request: &CniRequest, delegates: &[Delegate], results: &[Value]) -> Result<(Vec<u8>, Vec<NetworkStatus>)> {
+        let mut parsed = Vec::with_capacity(results.len());
+        let mut statuses = Vec::with_capacity(results.len());
+        for (delegate, result) in delegates.iter().zip(results) {
+            let result = parse_result(delegate, result)?;
+            let moved = delegate.default_route.as_ref().map(|_| delegate_gateways(delegate, &result));
+            statuses.push(status::status_entry(&delegate.network, delegate.is_default, Some(&result), moved.as_deref()));
+            parsed.push(result);
+        }
+        let prev = match &request.conf.prev_result {
+            Some(prev) => Some(
+                CniResult::parse(prev.to_string().as_bytes(), request.conf.cni_version)
+                    .map(|(r, _)| r)
+                    .map_err(|e| Error::Request(CniError::new(code::DECODING_FAILURE, "cannot decode prevResult", e.to_string())))?,
+            ),
+            None => None,
+        };
+        let route_moved = delegates.iter().any(|d| d.default_route.is_some());
+        let mut parsed = parsed.into_iter();
+        let cluster = parsed.next().unwrap_or_default();
+        let merged = status::merged_result(prev, cluster, parsed.collect(), route_moved);
+        Ok((merged.to_bytes(request.conf.cni_version), statuses))
+    }
+
+    async fn pod_info(&self, key: Option<&PodKey>) -> Result<Option<Arc<PodInfo>>> {
+        let Some(key) = key else { return Ok(None) };
+        let pod = self.source.pod(key).await.map_err(|source| Error::Source { pod: key.to_string(), source })?;
+        if pod.is_none() {
+            tracing::info!(pod = %key, "pod not known to the source; attaching the cluster network only");
+        }
+        Ok(pod)
+    }
+
+    /// The pod's delegates: cluster network, default networks, then its selections.
+    async fn resolve(&self, request: &CniRequest, ifname: &IfName, pod_key: Option<&PodKey>, pod: Option<&PodInfo>) -> Result<Vec<Delegate>> {
+        let pod_label = pod_key.map_or_else(|| "(unnamed)".to_owned(), ToString::to_string);
+        let namespace = match pod_key {
+            Some(key) => key.namespace.clone(),
+            None => Namespace::parse(FALLBACK_NAMESPACE).map_err(|e| Error::Request(CniError::new(code::INTERNAL, e.to_string(), "")))?,
+        };
+        let mut selections: Vec<Selection> = self.default_networks.iter().cloned().map(bare_selection).collect();
+        if let Some(annotation) = pod.and_then(|p| p.annotation(NETWORKS_ANNOTATION)) {
+            let parsed = selection::parse_networks(annotation).map_err(|source| Error::Selection { pod: pod_label.clone(), source })?;
+            selections.extend(parsed);
+        }
+        let cluster = self.cluster_network().await?;
+        let mut secondaries = Vec::with_capacity(selections.len());
+        for selection in selections {
+            let network = self.selected_network(&selection, &namespace, &pod_label).await?;
+            secondaries.push((selection, network));
+        }
+        let cni_args = resolve::delegate_cni_args(&request.args.raw, pod.and_then(|p| p.uid.as_deref()));
+        let context = PodContext { runtime_ifname: ifname, runtime_config: &request.conf.runtime_config, cni_args: &cni_args };
+        Ok(resolve::plan(cluster, secondaries, &context)?)
+    }
+
+    async fn cluster_network(&self) -> Result<Network> {
+        let wanted = self.config.cluster_network.as_deref();
+        let file = confdir::cluster_network(&self.config.cni_conf_dir, wanted).map_err(|source| Error::ConfDir {
+            network: wanted.unwrap_or("(cluster network)").to_owned(),
+            source,
+        })?;
+        let name = file.name().unwrap_or_default().to_owned();
+        self.settle_version(Unversioned::parse(&name, &name, &file.bytes)?).await
+    }
+
+    async fn selected_network(&self, selection: &Selection, pod_namespace: &Namespace, pod_label: &str) -> Result<Network> {
+        let (namespace, name) = selection.network.in_namespace(pod_namespace);
+        let label = format!("{namespace}/{name}");
+        let nad = self
+            .source
+            .nad(&namespace, &name)
+            .await
+            .map_err(|source| Error::Source { pod: pod_label.to_owned(), source })?
+            .ok_or_else(|| Error::UnknownNetwork { pod: pod_label.to_owned(), network: label.clone() })?;
+        let bytes = match nad.inline_config() {
+            Some(inline) => inline.as_bytes().to_vec(),
+            None => {
+                confdir::find_by_name(&self.config.cni_conf_dir, name.as_str())
+                    .map_err(|source| Error::ConfDir { network: label.clone(), source })?
+                    .bytes
+            }
+        };
+        self.settle_version(Unversioned::parse(&label, name.as_str(), &bytes)?).await
+    }
+
+    async fn settle_version(&self, network: Unversioned) -> Result<Network> {
+        let supported = match network.version {
+            Some(_) => Vec::new(),
+            None => self.executor.supported_versions(network.first_plugin()).await,
+        };
+        Ok(network.with_plugin_versions(&supported)?)
+    }
+
+    /// DEL: undoes whatever the record says was attached. Succeeds for a container never seen.
+    pub async fn del(&self, request: &CniRequest) -> Result<()> {
+        let (id, _) = Self::attachment_of(request)?;
+        let _container = self.locks.lock(id).await;
+        let _gc = self.gc_gate.read().await;
+        match self.records.load(id)? {
+            Some(record) => self.detach_record(record, &request.netns).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Deletes every attachment of the record; what could not be deleted stays recorded, so
+    /// the runtime's next DEL tries exactly those again.
+    async fn detach_record(&self, mut record: PodRecord, netns: &str) -> Result<()> {
+        let target = Target { container_id: record.container_id.as_str(), netns };
+        let span = tracing::info_span!("detach_pod", container = %record.container_id, pod = ?record.pod.as_ref().map(ToString::to_string));
+        let failures = attach::detach_all(self.executor.as_ref(), &record.attachments, target).instrument(span).await;
+        if failures.is_empty() {
+            self.records.remove(&record.container_id)?;
+            return Ok(());
+        }
+        let failed: Vec<usize> = failures.iter().map(|f| f.index).collect();
+        record.attachments = record.attachments.into_iter().enumerate().filter(|(i, _)| failed.contains(i)).map(|(_, a)| a).collect();
+        self.records.save(&record)?;
+        Err(Error::Detach(failures))
+    }
+
+    /// CHECK: every recorded attachment, in ADD order, against its ADD result.
+    pub async fn check(&self, request: &CniRequest) -> Result<()> {
+        let (id, _) = Self::attachment_of(request)?;
+        let _container = self.locks.lock(id).await;
+        let record = self.records.load(id)?.ok_or_else(|| Error::UnknownContainer(id.clone()))?;
+        let target = Target { container_id: id.as_str(), netns: &request.netns };
+        for attachment in &record.attachments {
+            let result = attachment.result.as_ref().ok_or_else(|| Error::UnknownContainer(id.clone()))?;
+            attach::check_chain(self.executor.as_ref(), &attachment.delegate, result, target).await?;
+        }
+        Ok(())
+    }
+
+    /// STATUS: ready when the source is and the cluster network's plugins say so.
+    pub async fn status(&self) -> Result<()> {
+        let readiness = self.source.readiness();
+        if !readiness.ready {
+            return Err(Error::NotReady(format!("the source has not loaded: {}", readiness.problems.join("; "))));
+        }
+        let cluster = self.cluster_network().await.map_err(|e| Error::NotReady(e.to_string()))?;
+        let delegate = Delegate {
+            network: cluster.label,
+            is_default: true,
+            ifname: IfName::numbered(0),
+            version: cluster.version,
+            config: cluster.raw,
+            runtime_config: Default::default(),
+            args_cni: None,
+            cni_args: String::new(),
+            default_route: None,
+        };
+        attach::status_chain(self.executor.as_ref(), &delegate).await.map_err(|e| Error::NotReady(e.to_string()))
+    }
+
+    /// GC: fully deletes every recorded attachment the runtime no longer lists, then lets each
+    /// delegate network collect its own garbage with the pairs still valid for it.
+    pub async fn gc(&self, request: &CniRequest) -> Result<()> {
+        let valid = request.conf.valid_attachments.clone().unwrap_or_default();
+        let _exclusive = self.gc_gate.write().await;
+        let mut failures = Vec::new();
+        let mut kept = Vec::new();
+        for record in self.records.list()? {
+            let record = record?;
+            let listed = valid.iter().any(|(c, i)| c == record.container_id.as_str() && i == record.ifname.as_str());
+            if listed {
+                kept.push(record);
+                continue;
+            }
+            tracing::info!(container = %record.container_id, "GC: attachment not in the valid list; deleting");
+            let netns = record.netns.clone();
+            match self.detach_record(record, &netns).await {
+                Ok(()) => {}
+                Err(Error::Detach(mut f)) => failures.append(&mut f),
+                Err(other) => return Err(other),
+            }
+        }
+        failures.extend(attach::gc_networks(self.executor.as_ref(), &kept).await.into_iter().map(|error| DetachFailure { index: 0, error }));
+        if failures.is_empty() { Ok(()) } else { Err(Error::Detach(failures)) }
+    }
+
+    /// The network-status entries recorded for a container.
+    pub fn network_status(&self, id: &ContainerId) -> Result<Option<Vec<NetworkStatus>>> {
+        Ok(self.records.load(id)?.map(|r| r.network_status))
+    }
+}
+
+fn bare_selection(network: NetworkRef) -> Selection {
+    Selection {
+        network,
+        interface: None,
+        ips: Vec::new(),
+        mac: None,
+        default_route: None,
+        cni_args: None,
+        port_mappings: Vec::new(),
+        bandwidth: None,
+        infiniband_guid: None,
+        device_id: None,
+        ipam_claim_reference: None,
+    }
+}
+
+fn parse_result(delegate: &Delegate, result: &Value) -> Result<CniResult> {
+    CniResult::parse(result.to_string().as_bytes(), delegate.version).map(|(r, _)| r).map_err(|e| {
+        Error::Attach(AttachError::BadResult {
+            network: delegate.network.clone(),
+            ifname: delegate.ifname.to_string(),
+            command: crate::cni::Command::Add,
+            plugin: "(recorded result)".into(),
+            reason: e.to_string(),
+        })
+    })
+}
+
+/// The gateways a default-route selection ended up with, for network-status.
+fn delegate_gateways(delegate: &Delegate, result: &CniResult) -> Vec<IpAddr> {
+    match delegate.default_route.as_deref() {
+        Some(gateways) if !gateways.is_empty() => gateways.to_vec(),
+        _ => result.ips.iter().filter_map(|ip| ip.gateway).collect(),
+    }
+}

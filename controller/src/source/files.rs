@@ -1,0 +1,297 @@
+//! The `files` source: a directory of the YAML manifests a user would `kubectl apply`.
+//!
+//! The whole directory is re-read whenever anything in it changes, and the new catalog is
+//! swapped in at once, so a lookup never sees half a reload. A file that does not parse is
+//! reported (log and readiness) and skipped; the other files still count.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Pod;
+use notify::{RecursiveMode, Watcher};
+use plexus_crds::NetworkAttachmentDefinition;
+use serde::Deserialize;
+
+use super::{PodInfo, Readiness, Source, SourceError};
+use crate::names::{Namespace, ObjectName, PodKey};
+
+/// The namespace of a manifest that names none, as `kubectl apply` does.
+const DEFAULT_NAMESPACE: &str = "default";
+/// Editors write a file in several steps; wait for them to settle before re-reading.
+const SETTLE: Duration = Duration::from_millis(50);
+
+#[derive(Debug, Default)]
+struct Catalog {
+    nads: HashMap<(Namespace, ObjectName), Arc<NetworkAttachmentDefinition>>,
+    pods: HashMap<PodKey, Arc<PodInfo>>,
+    problems: Vec<String>,
+}
+
+pub struct FilesSource {
+    dir: PathBuf,
+    catalog: RwLock<Arc<Catalog>>,
+}
+
+impl FilesSource {
+    /// Loads the directory once; call [`FilesSource::watch`] to follow changes.
+    pub fn load(dir: impl Into<PathBuf>) -> Arc<Self> {
+        let dir = dir.into();
+        let catalog = Arc::new(read_catalog(&dir));
+        Arc::new(Self { dir, catalog: RwLock::new(catalog) })
+    }
+
+    /// Re-reads the directory now.
+    pub fn reload(&self) {
+        let catalog = Arc::new(read_catalog(&self.dir));
+        tracing::info!(
+            dir = %self.dir.display(),
+            nads = catalog.nads.len(),
+            pods = catalog.pods.len(),
+            problems = catalog.problems.len(),
+            "manifests loaded"
+        );
+        if let Ok(mut current) = self.catalog.write() {
+            *current = catalog;
+        }
+    }
+
+    /// Follows changes to the directory until the returned watcher is dropped.
+    pub fn watch(self: &Arc<Self>) -> notify::Result<notify::RecommendedWatcher> {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.is_ok() {
+                let _ = tx.send(());
+            }
+        })?;
+        watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
+        let source = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                tokio::time::sleep(SETTLE).await;
+                while rx.try_recv().is_ok() {}
+                let Some(source) = source.upgrade() else { break };
+                tokio::task::spawn_blocking(move || source.reload()).await.ok();
+            }
+        });
+        Ok(watcher)
+    }
+
+    fn snapshot(&self) -> Arc<Catalog> {
+        self.catalog.read().map(|c| Arc::clone(&c)).unwrap_or_default()
+    }
+}
+
+impl Source for FilesSource {
+    fn pod<'a>(&'a self, key: &'a PodKey) -> BoxFuture<'a, Result<Option<Arc<PodInfo>>, SourceError>> {
+        let found = self.snapshot().pods.get(key).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn nad<'a>(
+        &'a self,
+        namespace: &'a Namespace,
+        name: &'a ObjectName,
+    ) -> BoxFuture<'a, Result<Option<Arc<NetworkAttachmentDefinition>>, SourceError>> {
+        let found = self.snapshot().nads.get(&(namespace.clone(), name.clone())).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn readiness(&self) -> Readiness {
+        Readiness { ready: true, problems: self.snapshot().problems.clone() }
+    }
+}
+
+fn read_catalog(dir: &Path) -> Catalog {
+    let mut catalog = Catalog::default();
+    let files = match manifest_files(dir) {
+        Ok(files) => files,
+        Err(e) => {
+            catalog.problems.push(format!("cannot read manifest directory {}: {e}", dir.display()));
+            return catalog;
+        }
+    };
+    for file in files {
+        if let Err(problem) = read_file(&file, &mut catalog) {
+            tracing::warn!(file = %file.display(), %problem, "manifest skipped");
+            catalog.problems.push(format!("{}: {problem}", file.display()));
+        }
+    }
+    catalog
+}
+
+/// The manifest files in name order, so that a later file wins over an earlier one.
+fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Enough of any object to tell what it is.
+#[derive(Deserialize)]
+struct TypeMeta {
+    #[serde(default)]
+    kind: String,
+}
+
+fn read_file(path: &Path, catalog: &mut Catalog) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
+    // Parse the whole file before adding anything, so a broken file adds nothing.
+    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).map_err(|e| e.to_string())?;
+    let mut objects = Vec::new();
+    for (index, document) in documents.into_iter().enumerate() {
+        if document.is_null() {
+            continue;
+        }
+        let object = parse_object(document).map_err(|e| format!("document {}: {e}", index + 1))?;
+        objects.extend(object);
+    }
+    for object in objects {
+        match object {
+            Object::Nad(key, nad) => {
+                catalog.nads.insert(key, Arc::new(*nad));
+            }
+            Object::Pod(pod) => {
+                catalog.pods.insert(pod.key.clone(), Arc::new(pod));
+            }
+        }
+    }
+    Ok(())
+}
+
+enum Object {
+    Nad((Namespace, ObjectName), Box<NetworkAttachmentDefinition>),
+    Pod(PodInfo),
+}
+
+fn parse_object(document: serde_json::Value) -> Result<Option<Object>, String> {
+    let TypeMeta { kind } = serde_json::from_value(document.clone()).map_err(|e| e.to_string())?;
+    match kind.as_str() {
+        "NetworkAttachmentDefinition" => {
+            let nad: NetworkAttachmentDefinition = serde_json::from_value(document).map_err(|e| format!("NetworkAttachmentDefinition: {e}"))?;
+            let key = object_key(nad.metadata.namespace.as_deref(), nad.metadata.name.as_deref())?;
+            Ok(Some(Object::Nad(key, Box::new(nad))))
+        }
+        "Pod" => {
+            let pod: Pod = serde_json::from_value(document).map_err(|e| format!("Pod: {e}"))?;
+            let (namespace, name) = object_key(pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref())?;
+            Ok(Some(Object::Pod(PodInfo {
+                key: PodKey { namespace, name },
+                uid: pod.metadata.uid,
+                annotations: pod.metadata.annotations.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
+            })))
+        }
+        other => {
+            tracing::debug!(kind = other, "manifest of another kind ignored");
+            Ok(None)
+        }
+    }
+}
+
+fn object_key(namespace: Option<&str>, name: Option<&str>) -> Result<(Namespace, ObjectName), String> {
+    let namespace = Namespace::parse(namespace.unwrap_or(DEFAULT_NAMESPACE)).map_err(|e| e.to_string())?;
+    let name = ObjectName::parse(name.ok_or("metadata.name is missing")?).map_err(|e| e.to_string())?;
+    Ok((namespace, name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NADS: &str = r#"
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata:
+  name: macvlan-a
+  namespace: tenant
+spec:
+  config: '{"cniVersion":"1.0.0","type":"macvlan","master":"eth1"}'
+---
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata:
+  name: from-file
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  namespace: tenant
+  uid: 1234
+  annotations:
+    k8s.v1.cni.cncf.io/networks: macvlan-a@net5
+spec:
+  containers: [{name: c, image: i}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: ignored}
+"#;
+
+    fn key(ns: &str, name: &str) -> (Namespace, ObjectName) {
+        (Namespace::parse(ns).unwrap(), ObjectName::parse(name).unwrap())
+    }
+
+    #[tokio::test]
+    async fn several_documents_per_file_are_read_and_other_kinds_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("all.yaml"), NADS).unwrap();
+        let source = FilesSource::load(dir.path());
+        let (ns, name) = key("tenant", "macvlan-a");
+        let nad = source.nad(&ns, &name).await.unwrap().expect("nad loaded");
+        assert!(nad.inline_config().unwrap().contains("macvlan"));
+        let (ns, name) = key("default", "from-file");
+        assert!(source.nad(&ns, &name).await.unwrap().unwrap().inline_config().is_none());
+        let pod = source.pod(&PodKey { namespace: key("tenant", "web").0, name: key("tenant", "web").1 }).await.unwrap().unwrap();
+        assert_eq!(pod.annotation("k8s.v1.cni.cncf.io/networks"), Some("macvlan-a@net5"));
+        assert_eq!(pod.uid.as_deref(), Some("1234"));
+        assert!(source.readiness().problems.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_broken_file_is_reported_and_does_not_hide_the_others() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("good.yaml"), NADS).unwrap();
+        std::fs::write(dir.path().join("bad.yaml"), "kind: NetworkAttachmentDefinition\nmetadata: [unclosed\n").unwrap();
+        std::fs::write(dir.path().join("bad-name.yaml"), "kind: NetworkAttachmentDefinition\nmetadata: {name: Bad_Name}\n").unwrap();
+        let source = FilesSource::load(dir.path());
+        let (ns, name) = key("tenant", "macvlan-a");
+        assert!(source.nad(&ns, &name).await.unwrap().is_some());
+        let problems = source.readiness().problems;
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("bad.yaml")));
+        assert!(problems.iter().any(|p| p.contains("bad-name.yaml") && p.contains("Bad_Name")));
+    }
+
+    #[tokio::test]
+    async fn changes_in_the_directory_are_seen_without_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = FilesSource::load(dir.path());
+        let _watcher = source.watch().unwrap();
+        let (ns, name) = key("tenant", "macvlan-a");
+        assert!(source.nad(&ns, &name).await.unwrap().is_none());
+        std::fs::write(dir.path().join("all.yaml"), NADS).unwrap();
+        let mut seen = false;
+        for _ in 0..100 {
+            if source.nad(&ns, &name).await.unwrap().is_some() {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(seen, "new manifest not picked up");
+        std::fs::remove_file(dir.path().join("all.yaml")).unwrap();
+        for _ in 0..100 {
+            if source.nad(&ns, &name).await.unwrap().is_none() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("deleted manifest still served");
+    }
+}

@@ -1,0 +1,447 @@
+//! A minimal HTTP/1.1 client for exactly one JSON POST over a unix socket.
+//!
+//! The shim sends one request per process, so there is no keep-alive, no redirects and no
+//! content coding. It reads just enough of the reply (status line, Content-Length, chunked
+//! transfer coding, or read-to-close) to hand the body on byte for byte.
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+/// Unix sockets have no host name, but HTTP/1.1 requires the header.
+const HOST: &str = "plexus";
+
+/// Longest status, header or chunk-size line accepted; a peer that is not an HTTP server
+/// cannot make the shim buffer without bound.
+const MAX_LINE: u64 = 16 * 1024;
+
+pub struct Timeouts {
+    /// How long to wait for the daemon to accept the connection.
+    pub connect: Duration,
+    /// How long any single read or write may block.
+    pub io: Duration,
+}
+
+#[derive(Debug)]
+pub struct Response {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+#[derive(Debug)]
+pub enum Error {
+    /// Nobody answered on the socket: the only case where the daemon surely saw nothing.
+    Connect(io::Error),
+    Send(io::Error),
+    Receive(io::Error),
+    /// The peer closed the connection while the named part of the reply was being read.
+    Truncated(&'static str),
+    Malformed(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Connect(err) => write!(f, "connect failed: {err}"),
+            Self::Send(err) => write!(f, "sending the request failed: {err}"),
+            Self::Receive(err) if is_timeout(err) => {
+                write!(f, "timed out waiting for the reply: {err}")
+            }
+            Self::Receive(err) => write!(f, "reading the reply failed: {err}"),
+            Self::Truncated(part) => write!(f, "connection closed while reading {part}"),
+            Self::Malformed(what) => write!(f, "malformed HTTP reply: {what}"),
+        }
+    }
+}
+
+/// A socket read timeout surfaces as WouldBlock on Linux and as TimedOut elsewhere.
+fn is_timeout(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+/// Sends `POST target` with a JSON body and returns the reply once the daemon has sent all of it.
+pub fn post_json(
+    socket: &Path,
+    target: &str,
+    body: &[u8],
+    timeouts: &Timeouts,
+) -> Result<Response, Error> {
+    let stream = connect(socket, timeouts.connect).map_err(Error::Connect)?;
+    stream
+        .set_read_timeout(Some(timeouts.io))
+        .and_then(|()| stream.set_write_timeout(Some(timeouts.io)))
+        .map_err(Error::Connect)?;
+    // No shutdown of the write half after sending: some servers (hyper among them) take a
+    // half-close as the client giving up and drop the reply.
+    (&stream)
+        .write_all(&request(target, body))
+        .map_err(Error::Send)?;
+    read_response(BufReader::new(&stream))
+}
+
+/// `UnixStream::connect` has no timeout and blocks while the daemon's accept backlog is full,
+/// so it runs on a helper thread; on timeout that thread is simply left behind, since the
+/// process exits right after reporting the error.
+fn connect(socket: &Path, timeout: Duration) -> io::Result<UnixStream> {
+    let (tx, rx) = mpsc::channel();
+    let path = socket.to_owned();
+    thread::Builder::new().spawn(move || {
+        // The receiver is gone only if the caller already gave up; nothing left to tell.
+        let _ = tx.send(UnixStream::connect(path));
+    })?;
+    rx.recv_timeout(timeout).unwrap_or_else(|_| {
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("not accepted within {} ms", timeout.as_millis()),
+        ))
+    })
+}
+
+fn request(target: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {target} HTTP/1.1\r\n\
+         Host: {HOST}\r\n\
+         Content-Type: application/json\r\n\
+         Content-Length: {}\r\n\
+         Connection: close\r\n\
+         \r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+/// How the end of the body is found (RFC 9112 §6.3).
+#[derive(Debug, PartialEq, Eq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+fn read_response(mut reader: impl BufRead) -> Result<Response, Error> {
+    let status = parse_status_line(&read_line(&mut reader, "the status line")?)?;
+    let mut body = Vec::new();
+    match read_headers(&mut reader)? {
+        Framing::Length(len) => read_exactly(&mut reader, len, &mut body, "the body")?,
+        Framing::Chunked => read_chunked(&mut reader, &mut body)?,
+        // The request said `Connection: close`, so the end of the stream ends the body.
+        Framing::UntilClose => {
+            reader
+                .read_to_end(&mut body)
+                .map_err(|err| receive_error(err, "the body"))?;
+        }
+    }
+    Ok(Response { status, body })
+}
+
+/// `HTTP/1.x NNN reason` -> NNN.
+fn parse_status_line(line: &str) -> Result<u16, Error> {
+    let malformed = || Error::Malformed(format!("bad status line {line:?}"));
+    let rest = line.strip_prefix("HTTP/1.").ok_or_else(malformed)?;
+    let mut parts = rest.splitn(3, ' ');
+    let minor = parts.next().unwrap_or_default();
+    let code = parts.next().unwrap_or_default();
+    let is_digits = |s: &str, len| s.len() == len && s.bytes().all(|b| b.is_ascii_digit());
+    if !is_digits(minor, 1) || !is_digits(code, 3) {
+        return Err(malformed());
+    }
+    code.parse().map_err(|_| malformed())
+}
+
+/// Reads the header section up to its blank line and keeps only what frames the body.
+fn read_headers(reader: &mut impl BufRead) -> Result<Framing, Error> {
+    let mut content_length = None;
+    let mut chunked = None;
+    loop {
+        let line = read_line(reader, "the headers")?;
+        if line.is_empty() {
+            break;
+        }
+        let (name, value) = line
+            .split_once(':')
+            .ok_or_else(|| Error::Malformed(format!("bad header line {line:?}")))?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            let len = parse_content_length(value)?;
+            if content_length.is_some_and(|seen| seen != len) {
+                return Err(Error::Malformed(
+                    "conflicting Content-Length headers".into(),
+                ));
+            }
+            content_length = Some(len);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Only the last coding decides; repeated headers append to the list.
+            let last = value.rsplit(',').next().unwrap_or_default().trim();
+            chunked = Some(last.eq_ignore_ascii_case("chunked"));
+        }
+    }
+    // Transfer-Encoding overrides Content-Length; a coding list not ending in chunked runs
+    // until the connection closes.
+    Ok(match (chunked, content_length) {
+        (Some(true), _) => Framing::Chunked,
+        (Some(false), _) | (None, None) => Framing::UntilClose,
+        (None, Some(len)) => Framing::Length(len),
+    })
+}
+
+fn parse_content_length(value: &str) -> Result<u64, Error> {
+    let bad = || Error::Malformed(format!("bad Content-Length {value:?}"));
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    value.parse().map_err(|_| bad())
+}
+
+fn read_chunked(reader: &mut impl BufRead, body: &mut Vec<u8>) -> Result<(), Error> {
+    loop {
+        let line = read_line(reader, "a chunk size")?;
+        let size = parse_chunk_size(&line)?;
+        if size == 0 {
+            break;
+        }
+        read_exactly(reader, size, body, "a chunk")?;
+        if !read_line(reader, "a chunk")?.is_empty() {
+            return Err(Error::Malformed("chunk data longer than its size".into()));
+        }
+    }
+    // Trailer fields carry nothing the shim needs; skip to the blank line that ends them.
+    while !read_line(reader, "the trailers")?.is_empty() {}
+    Ok(())
+}
+
+/// `1a;ext=v` -> 26; chunk extensions are ignored.
+fn parse_chunk_size(line: &str) -> Result<u64, Error> {
+    let hex = line.split(';').next().unwrap_or_default().trim();
+    let bad = || Error::Malformed(format!("bad chunk size line {line:?}"));
+    if hex.is_empty() || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad());
+    }
+    u64::from_str_radix(hex, 16).map_err(|_| bad())
+}
+
+/// Appends exactly `len` bytes to `out`; growing as data arrives, so a bogus length cannot
+/// make the shim allocate it up front.
+fn read_exactly(
+    reader: &mut impl Read,
+    len: u64,
+    out: &mut Vec<u8>,
+    part: &'static str,
+) -> Result<(), Error> {
+    let got = reader
+        .take(len)
+        .read_to_end(out)
+        .map_err(|err| receive_error(err, part))?;
+    if (got as u64) < len {
+        return Err(Error::Truncated(part));
+    }
+    Ok(())
+}
+
+/// One line without its terminator. CRLF is the standard; a bare LF is accepted as well.
+/// Bytes that are not UTF-8 are replaced: no line the shim interprets may contain them.
+fn read_line(reader: &mut impl BufRead, part: &'static str) -> Result<String, Error> {
+    let mut line = Vec::new();
+    reader
+        .take(MAX_LINE)
+        .read_until(b'\n', &mut line)
+        .map_err(|err| receive_error(err, part))?;
+    if line.last() != Some(&b'\n') {
+        return Err(if line.len() as u64 == MAX_LINE {
+            Error::Malformed(format!("a line in {part} is longer than {MAX_LINE} bytes"))
+        } else {
+            Error::Truncated(part)
+        });
+    }
+    line.pop();
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(String::from_utf8_lossy(&line).into_owned())
+}
+
+fn receive_error(err: io::Error, part: &'static str) -> Error {
+    if err.kind() == io::ErrorKind::UnexpectedEof {
+        Error::Truncated(part)
+    } else {
+        Error::Receive(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(reply: &str) -> Result<Response, Error> {
+        read_response(reply.as_bytes())
+    }
+
+    fn body_of(reply: &str) -> (u16, String) {
+        let response = parse(reply).unwrap();
+        (response.status, String::from_utf8(response.body).unwrap())
+    }
+
+    #[test]
+    fn request_is_a_complete_post() {
+        let request = String::from_utf8(request("/v1/cni", b"{\"a\":1}")).unwrap();
+        assert_eq!(
+            request,
+            "POST /v1/cni HTTP/1.1\r\nHost: plexus\r\nContent-Type: application/json\r\n\
+             Content-Length: 7\r\nConnection: close\r\n\r\n{\"a\":1}"
+        );
+    }
+
+    #[test]
+    fn content_length_body() {
+        let reply = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\nX-Other: a:b\r\n\r\nhello";
+        assert_eq!(body_of(reply), (200, "hello".into()));
+    }
+
+    #[test]
+    fn content_length_stops_reading_at_the_length() {
+        let reply = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nhello";
+        assert_eq!(body_of(reply), (200, "he".into()));
+    }
+
+    #[test]
+    fn body_until_close_without_length() {
+        let reply = "HTTP/1.0 400 Bad Request\r\n\r\n{\"code\":7}";
+        assert_eq!(body_of(reply), (400, "{\"code\":7}".into()));
+    }
+
+    #[test]
+    fn empty_body() {
+        let reply = "HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n";
+        assert_eq!(body_of(reply), (204, String::new()));
+    }
+
+    #[test]
+    fn chunked_body_with_extensions_and_trailers() {
+        let reply = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                     5;name=x\r\nhello\r\n1A\r\n abcdefghijklmnopqrstuvwxy\r\n0\r\nX-T: 1\r\n\r\n";
+        assert_eq!(
+            body_of(reply),
+            (200, "hello abcdefghijklmnopqrstuvwxy".into())
+        );
+    }
+
+    #[test]
+    fn transfer_encoding_overrides_content_length() {
+        let reply = "HTTP/1.1 200 OK\r\nContent-Length: 99\r\nTransfer-Encoding: gzip, Chunked\r\n\
+                     \r\n2\r\nok\r\n0\r\n\r\n";
+        assert_eq!(body_of(reply), (200, "ok".into()));
+    }
+
+    #[test]
+    fn bare_lf_line_endings() {
+        let reply = "HTTP/1.1 201 Created\nContent-Length: 2\n\nok";
+        assert_eq!(body_of(reply), (201, "ok".into()));
+    }
+
+    #[test]
+    fn success_is_2xx_only() {
+        let status = |status| {
+            Response {
+                status,
+                body: vec![],
+            }
+            .is_success()
+        };
+        assert!(status(200) && status(204) && status(299));
+        assert!(!status(199) && !status(300) && !status(400) && !status(500));
+    }
+
+    #[test]
+    fn empty_reply_is_truncated_status_line() {
+        assert!(matches!(
+            parse(""),
+            Err(Error::Truncated("the status line"))
+        ));
+    }
+
+    #[test]
+    fn truncated_replies() {
+        let cases = [
+            ("HTTP/1.1 200 OK\r\nContent-Le", "the headers"),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort",
+                "the body",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+                "a chunk",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nab\r\n",
+                "a chunk size",
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n",
+                "the trailers",
+            ),
+        ];
+        for (reply, part) in cases {
+            match parse(reply) {
+                Err(Error::Truncated(got)) => assert_eq!(got, part, "{reply:?}"),
+                other => panic!("{reply:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_replies() {
+        let cases = [
+            "SSH-2.0-OpenSSH\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 20x OK\r\n\r\n",
+            "HTTP/2 200\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nabc\r\n0\r\n\r\n",
+        ];
+        for reply in cases {
+            assert!(
+                matches!(parse(reply), Err(Error::Malformed(_))),
+                "{reply:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn overlong_line_is_malformed_not_buffered() {
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nX: {}\r\n\r\n",
+            "a".repeat(MAX_LINE as usize)
+        );
+        assert!(matches!(parse(&reply), Err(Error::Malformed(_))));
+    }
+
+    #[test]
+    fn connect_to_missing_socket_fails_fast() {
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(2),
+            io: Duration::from_secs(2),
+        };
+        let err = post_json(Path::new("/nonexistent/plexus.sock"), "/", b"", &timeouts);
+        match err {
+            Err(Error::Connect(err)) => assert_eq!(err.kind(), io::ErrorKind::NotFound),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,256 @@
+//! `plexus`: the CNI binary the container runtime executes for every pod.
+//!
+//! It holds no logic: it forwards the call to plexusd over a unix socket, prints the daemon's
+//! reply and exits with CNI's exit status. Only VERSION, and the failures that keep a call
+//! from reaching the daemon, are answered here. It runs once per CNI call, so it must start
+//! fast: std and serde_json only, no async runtime.
+//!
+//! Exit status: 0 on success; 1 with a CNI error object on stdout otherwise. Logs go to stderr.
+
+mod cni_error;
+mod http;
+mod invocation;
+mod netconf;
+
+use std::env;
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::process::{self, ExitCode};
+use std::time::Duration;
+
+use serde_json::json;
+
+use cni_error::{CniError, Code};
+use invocation::{Command, Env};
+use netconf::{DEFAULT_CNI_VERSION, NetConf};
+
+/// The CNI versions plexusd can speak and convert results to (SPECS §9, §12).
+const SUPPORTED_VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+
+const ENDPOINT: &str = "/v1/cni";
+
+const TIMEOUTS: http::Timeouts = http::Timeouts {
+    // A live daemon accepts at once; waiting longer only delays the runtime's retry.
+    connect: Duration::from_secs(2),
+    // Generous: delegates (DHCP, slow IPAM) can take tens of seconds, and the runtime has its
+    // own deadline. This only stops a hung daemon from holding the shim forever.
+    io: Duration::from_secs(10 * 60),
+};
+
+/// What goes to stdout, and whether the call succeeded.
+struct Output {
+    stdout: Vec<u8>,
+    success: bool,
+}
+
+fn main() -> ExitCode {
+    install_panic_hook();
+    let output = run(&|name| env::var_os(name), &mut io::stdin().lock());
+    if let Err(err) = write_stdout(&output.stdout) {
+        log(&format!("writing the reply to stdout failed: {err}"));
+        return ExitCode::FAILURE;
+    }
+    if output.success {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run(env: Env, stdin: &mut impl Read) -> Output {
+    let mut raw = Vec::new();
+    if let Err(err) = stdin.read_to_end(&mut raw) {
+        let err = CniError::new(
+            Code::Io,
+            "reading the network config from stdin failed",
+            err.to_string(),
+        );
+        return failure(&err, DEFAULT_CNI_VERSION);
+    }
+    let conf = NetConf::parse(&raw);
+    let outcome = match Command::from_env(env) {
+        Ok(Command::Version) => Ok(Output {
+            stdout: version_reply(conf.cni_version()),
+            success: true,
+        }),
+        Ok(Command::Forward(command)) => forward(&command, env, raw, &conf),
+        Err(err) => Err(err),
+    };
+    outcome.unwrap_or_else(|err| failure(&err, conf.cni_version()))
+}
+
+/// Sends the call to plexusd. Its reply is printed unchanged: a CNI result or error object,
+/// with the HTTP status standing for the exit status.
+fn forward(command: &str, env: Env, raw: Vec<u8>, conf: &NetConf) -> Result<Output, CniError> {
+    let config = String::from_utf8(raw).map_err(|err| {
+        CniError::new(
+            Code::Decoding,
+            "the network config on stdin is not valid UTF-8",
+            err.to_string(),
+        )
+    })?;
+    let body = invocation::request_body(command, env, &config)?;
+    let socket = conf.socket_path();
+    let response = http::post_json(socket, ENDPOINT, body.as_bytes(), &TIMEOUTS)
+        .map_err(|err| transport_error(command, socket, &err))?;
+    // A failure must reach the runtime as an error object; printing nothing would leave it
+    // with an unexplained non-zero exit.
+    if !response.is_success() && response.body.is_empty() {
+        let details = format!("HTTP status {} with an empty body", response.status);
+        return Err(bad_reply(command, socket, &details));
+    }
+    Ok(Output {
+        success: response.is_success(),
+        stdout: response.body,
+    })
+}
+
+fn transport_error(command: &str, socket: &Path, err: &http::Error) -> CniError {
+    match err {
+        http::Error::Connect(_) => CniError::new(
+            unavailable_code(command),
+            "plexusd is not reachable",
+            format!("unix socket {}: {err}", socket.display()),
+        ),
+        _ => bad_reply(command, socket, &err.to_string()),
+    }
+}
+
+fn bad_reply(command: &str, socket: &Path, details: &str) -> CniError {
+    CniError::new(
+        unavailable_code(command),
+        "no valid reply from plexusd",
+        format!("unix socket {}: {details}", socket.display()),
+    )
+}
+
+/// A daemon that cannot be asked is transient (11, the runtime retries), except for STATUS,
+/// whose answer must be one of its own codes: 50, cannot serve ADD (SPECS §7).
+fn unavailable_code(command: &str) -> Code {
+    if command == "STATUS" {
+        Code::NotAvailable
+    } else {
+        Code::TryAgainLater
+    }
+}
+
+/// The VERSION answer echoes the caller's version, as the spec asks (skel echoes its own).
+fn version_reply(cni_version: &str) -> Vec<u8> {
+    json!({ "cniVersion": cni_version, "supportedVersions": SUPPORTED_VERSIONS })
+        .to_string()
+        .into_bytes()
+}
+
+fn failure(err: &CniError, cni_version: &str) -> Output {
+    Output {
+        stdout: err.to_json(cni_version),
+        success: false,
+    }
+}
+
+/// Even a bug must reach the runtime as a CNI error rather than a Rust backtrace. The hook
+/// runs before the release profile's abort, and exits first.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let err = CniError::new(
+            Code::Internal,
+            "plexus shim internal error",
+            info.to_string(),
+        );
+        // The config's version is out of reach here; the runtime does not check it on errors.
+        let _ = write_stdout(&err.to_json(DEFAULT_CNI_VERSION));
+        log(&info.to_string());
+        process::exit(1);
+    }));
+}
+
+/// Writes and flushes by hand: `print!` would panic if stdout is closed.
+fn write_stdout(bytes: &[u8]) -> io::Result<()> {
+    let mut stdout = io::stdout().lock();
+    stdout.write_all(bytes)?;
+    stdout.flush()
+}
+
+/// Logs are best effort, and never on stdout (the runtime parses it).
+fn log(message: &str) {
+    let _ = writeln!(io::stderr(), "plexus: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsString;
+
+    use serde_json::Value;
+
+    use super::*;
+
+    fn run_with(vars: &[(&str, &str)], stdin: &str) -> (Value, bool) {
+        let env = |name: &str| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| OsString::from(value))
+        };
+        let output = run(&env, &mut stdin.as_bytes());
+        (
+            serde_json::from_slice(&output.stdout).unwrap(),
+            output.success,
+        )
+    }
+
+    #[test]
+    fn version_echoes_stdin_version_or_defaults() {
+        for (stdin, expected) in [
+            (r#"{"cniVersion":"0.4.0"}"#, "0.4.0"),
+            ("", "1.1.0"),
+            ("garbage", "1.1.0"),
+        ] {
+            let (reply, success) = run_with(&[("CNI_COMMAND", "VERSION")], stdin);
+            assert!(success);
+            assert_eq!(
+                reply,
+                json!({ "cniVersion": expected, "supportedVersions": SUPPORTED_VERSIONS })
+            );
+        }
+    }
+
+    #[test]
+    fn failures_carry_the_stdin_version() {
+        let (reply, success) = run_with(&[], r#"{"cniVersion":"1.0.0"}"#);
+        assert!(!success);
+        assert_eq!(reply["cniVersion"], "1.0.0");
+        assert_eq!(reply["code"], 4);
+    }
+
+    #[test]
+    fn unreadable_stdin_is_code_5() {
+        struct Broken;
+        impl Read for Broken {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::other("boom"))
+            }
+        }
+        let env = |_: &str| Some(OsString::from("ADD"));
+        let output = run(&env, &mut Broken);
+        let reply: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert!(!output.success);
+        assert_eq!(reply["code"], 5);
+        assert_eq!(reply["details"], "boom");
+    }
+
+    #[test]
+    fn non_utf8_stdin_is_code_6() {
+        let env = |_: &str| Some(OsString::from("ADD"));
+        let output = run(&env, &mut &b"{\"name\":\"\xff\"}"[..]);
+        let reply: Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert!(!output.success);
+        assert_eq!(reply["code"], 6);
+    }
+
+    #[test]
+    fn status_reports_not_available_and_the_rest_try_again() {
+        assert_eq!(unavailable_code("STATUS"), Code::NotAvailable);
+        for command in ["ADD", "DEL", "CHECK", "GC"] {
+            assert_eq!(unavailable_code(command), Code::TryAgainLater);
+        }
+    }
+}
