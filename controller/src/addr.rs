@@ -40,6 +40,9 @@ impl FromStr for IpPrefix {
     fn from_str(s: &str) -> Result<Self, AddrError> {
         let (addr, prefix) = s.split_once('/').ok_or_else(|| AddrError::NotCidr(s.to_owned()))?;
         let addr: IpAddr = addr.parse().map_err(|_| AddrError::BadAddress(s.to_owned()))?;
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(AddrError::BadPrefix(s.to_owned()));
+        }
         let prefix: u8 = prefix.parse().map_err(|_| AddrError::BadPrefix(s.to_owned()))?;
         if prefix > Self::max_prefix(&addr) {
             return Err(AddrError::BadPrefix(s.to_owned()));
@@ -78,7 +81,7 @@ impl FromStr for MacAddr {
         let mut parts = s.split(':');
         for octet in &mut octets {
             let part = parts.next().ok_or_else(bad)?;
-            if part.len() != 2 {
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad());
             }
             *octet = u8::from_str_radix(part, 16).map_err(|_| bad())?;
@@ -123,13 +126,14 @@ mod tests {
         assert!("198.18.0.5/33".parse::<IpPrefix>().is_err());
         assert!("fd00::1/129".parse::<IpPrefix>().is_err());
         assert!("nope/24".parse::<IpPrefix>().is_err());
+        assert!("198.18.0.5/+24".parse::<IpPrefix>().is_err());
     }
 
     #[test]
     fn macs_need_six_colon_separated_octets() {
         let m: MacAddr = "C2:11:22:33:44:55".parse().unwrap();
         assert_eq!(m.to_string(), "c2:11:22:33:44:55");
-        for bad in ["c2:11:22:33:44", "c2:11:22:33:44:55:66", "c2-11-22-33-44-55", "zz:11:22:33:44:55", "c2:1:22:33:44:555"] {
+        for bad in ["c2:11:22:33:44", "c2:11:22:33:44:55:66", "c2-11-22-33-44-55", "zz:11:22:33:44:55", "c2:1:22:33:44:555", "+1:+2:+3:+4:+5:+6"] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad} accepted");
         }
     }

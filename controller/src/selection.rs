@@ -221,14 +221,15 @@ pub struct Bandwidth {
     pub egress_burst: Option<u64>,
 }
 
-/// Why the annotation is invalid.
+/// Why the annotation is invalid. The text leaves out the annotation's name: callers say which
+/// pod and annotation (`pod ns/p: invalid k8s.v1.cni.cncf.io/networks annotation: {this}`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectionError {
-    #[error("annotation {NETWORKS_ANNOTATION} is not valid JSON: {0}")]
+    #[error("not valid JSON: {0}")]
     Json(String),
-    #[error("annotation {NETWORKS_ANNOTATION} must be a JSON list of objects, but it is {found}")]
+    #[error("must be a JSON list of objects, but it is {found}")]
     NotAList { found: &'static str },
-    #[error("annotation {NETWORKS_ANNOTATION}: {entry}: {problem}")]
+    #[error("{entry}: {problem}")]
     Entry { entry: EntryId, problem: Problem },
 }
 
@@ -1327,10 +1328,7 @@ mod tests {
                 "{body}"
             );
             let text = error.to_string();
-            assert!(
-                text.starts_with(r#"annotation k8s.v1.cni.cncf.io/networks: entry 1 ("a"): "#),
-                "{text}"
-            );
+            assert!(text.starts_with(r#"entry 1 ("a"): "#), "{text}");
             assert!(
                 text.contains(fragment),
                 "{body}: {text:?} lacks {fragment:?}"
@@ -1477,7 +1475,7 @@ mod tests {
             let error = parse_err(annotation);
             assert_eq!(
                 error.to_string(),
-                format!("annotation {NETWORKS_ANNOTATION}: entry 1: is {found}, not an object")
+                format!("entry 1: is {found}, not an object")
             );
         }
         let error = parse_err(r#"[{"name": "a"}, 2]"#);
@@ -1495,8 +1493,7 @@ mod tests {
         );
         assert_eq!(
             error.to_string(),
-            "annotation k8s.v1.cni.cncf.io/networks must be a JSON list of objects, \
-             but it is a single object; put it in a list: [{...}]"
+            "must be a JSON list of objects, but it is a single object; put it in a list: [{...}]"
         );
     }
 
@@ -1539,10 +1536,7 @@ mod tests {
                 "{annotation}: {error:?}"
             );
             let text = error.to_string();
-            assert!(
-                text.starts_with("annotation k8s.v1.cni.cncf.io/networks is not valid JSON: "),
-                "{text}"
-            );
+            assert!(text.starts_with("not valid JSON: "), "{text}");
             assert!(text.contains("line 1 column"), "{text}");
         }
     }
@@ -1568,7 +1562,7 @@ mod tests {
         );
         assert_eq!(
             error.to_string(),
-            "annotation k8s.v1.cni.cncf.io/networks: entry 3 (\"c\"): \
+            "entry 3 (\"c\"): \
              default-route is already set by entry 1 (\"a\"); only one element may set it"
         );
     }
@@ -1596,7 +1590,7 @@ mod tests {
         );
         assert_eq!(
             error.to_string(),
-            "annotation k8s.v1.cni.cncf.io/networks: entry 3 (\"a\"): interface \"foo\" is already requested by entry 1 (\"a\")"
+            "entry 3 (\"a\"): interface \"foo\" is already requested by entry 1 (\"a\")"
         );
     }
 
@@ -1621,20 +1615,17 @@ mod tests {
             parse_err(r#"[{"name": "a"}, {"name": "macvlan-conf", "mac": "zz:11:22:33:44:55"}]"#);
         assert_eq!(
             error.to_string(),
-            "annotation k8s.v1.cni.cncf.io/networks: entry 2 (\"macvlan-conf\"): \
+            "entry 2 (\"macvlan-conf\"): \
              mac \"zz:11:22:33:44:55\" is not a MAC address (six hex octets separated by ':')"
         );
         let error = parse_err(r#"[{"name": "a", "ips": "1.2.3.4"}]"#);
         assert_eq!(
             error.to_string(),
-            "annotation k8s.v1.cni.cncf.io/networks: entry 1 (\"a\"): \
+            "entry 1 (\"a\"): \
              ips must be a list of strings: invalid type: string \"1.2.3.4\", expected a sequence"
         );
         let error = parse_err("a,,b");
-        assert_eq!(
-            error.to_string(),
-            "annotation k8s.v1.cni.cncf.io/networks: entry 2: is empty (a stray comma?)"
-        );
+        assert_eq!(error.to_string(), "entry 2: is empty (a stray comma?)");
     }
 
     #[test]

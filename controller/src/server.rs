@@ -139,7 +139,8 @@ fn error_reply(error: &CniError, cni_version: &str) -> Response {
 
 async fn readyz(State(plexus): State<Arc<Plexus>>) -> Response {
     let readiness = plexus.source().readiness();
-    let mut text = if readiness.ready { "ready\n".to_owned() } else { "not ready: source has not loaded\n".to_owned() };
+    let state = if readiness.ready { "ready" } else { "not ready: the source has not loaded" };
+    let mut text = format!("{state} {} \n", readiness.summary);
     for problem in &readiness.problems {
         text.push_str(&format!("problem: {problem}\n"));
     }

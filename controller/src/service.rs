@@ -260,7 +260,7 @@ impl Plexus {
             Some(key) => key.namespace.clone(),
             None => Namespace::parse(FALLBACK_NAMESPACE).map_err(|e| Error::Request(CniError::new(code::INTERNAL, e.to_string(), "")))?,
         };
-        let mut selections: Vec<Selection> = self.default_networks.iter().cloned().map(bare_selection).collect();
+        let mut selections: Vec<Selection> = self.default_networks.iter().cloned().map(Selection::new).collect();
         if let Some(annotation) = pod.and_then(|p| p.annotation(NETWORKS_ANNOTATION)) {
             let parsed = selection::parse_networks(annotation).map_err(|source| Error::Selection { pod: pod_label.clone(), source })?;
             selections.extend(parsed);
@@ -404,22 +404,6 @@ impl Plexus {
     /// The network-status entries recorded for a container.
     pub fn network_status(&self, id: &ContainerId) -> Result<Option<Vec<NetworkStatus>>> {
         Ok(self.records.load(id)?.map(|r| r.network_status))
-    }
-}
-
-fn bare_selection(network: NetworkRef) -> Selection {
-    Selection {
-        network,
-        interface: None,
-        ips: Vec::new(),
-        mac: None,
-        default_route: None,
-        cni_args: None,
-        port_mappings: Vec::new(),
-        bandwidth: None,
-        infiniband_guid: None,
-        device_id: None,
-        ipam_claim_reference: None,
     }
 }
 

@@ -1,1 +1,35 @@
+//! Test worlds for Plexus: a "node" is a network namespace running its own plexusd, a "pod" is
+//! another namespace; nothing is created in the machine's own namespace, and everything is
+//! removed again by Drop guards, also when a test fails.
 
+pub mod binaries;
+pub mod netns;
+pub mod node;
+pub mod pod;
+pub mod shim;
+
+pub use netns::Netns;
+pub use node::{Node, NodeBuilder};
+pub use pod::Pod;
+pub use shim::ShimOutput;
+
+use std::process::Command;
+
+/// Runs a command and returns its stdout; panics with its stderr on failure (test code).
+pub fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program).args(args).output().unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A name unique across test processes and tests: `prefix-pid-counter`.
+pub fn unique(prefix: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}

@@ -100,7 +100,12 @@ impl Source for FilesSource {
     }
 
     fn readiness(&self) -> Readiness {
-        Readiness { ready: true, problems: self.snapshot().problems.clone() }
+        let catalog = self.snapshot();
+        Readiness {
+            ready: true,
+            summary: format!("nads={} pods={}", catalog.nads.len(), catalog.pods.len()),
+            problems: catalog.problems.clone(),
+        }
     }
 }
 
@@ -169,10 +174,14 @@ enum Object {
     Pod(PodInfo),
 }
 
-fn parse_object(document: serde_json::Value) -> Result<Option<Object>, String> {
+fn parse_object(mut document: serde_json::Value) -> Result<Option<Object>, String> {
     let TypeMeta { kind } = serde_json::from_value(document.clone()).map_err(|e| e.to_string())?;
     match kind.as_str() {
         "NetworkAttachmentDefinition" => {
+            // A NAD may come without a spec at all (NPWG §3.2); it means an empty one.
+            if let Some(object) = document.as_object_mut() {
+                object.entry("spec").or_insert_with(|| serde_json::json!({}));
+            }
             let nad: NetworkAttachmentDefinition = serde_json::from_value(document).map_err(|e| format!("NetworkAttachmentDefinition: {e}"))?;
             let key = object_key(nad.metadata.namespace.as_deref(), nad.metadata.name.as_deref())?;
             Ok(Some(Object::Nad(key, Box::new(nad))))
@@ -222,7 +231,7 @@ kind: Pod
 metadata:
   name: web
   namespace: tenant
-  uid: 1234
+  uid: "1234"
   annotations:
     k8s.v1.cni.cncf.io/networks: macvlan-a@net5
 spec:
@@ -243,14 +252,14 @@ metadata: {name: ignored}
         std::fs::write(dir.path().join("all.yaml"), NADS).unwrap();
         let source = FilesSource::load(dir.path());
         let (ns, name) = key("tenant", "macvlan-a");
-        let nad = source.nad(&ns, &name).await.unwrap().expect("nad loaded");
+        let nad = source.nad(&ns, &name).await.unwrap().unwrap_or_else(|| panic!("{:?}", source.readiness().problems));
         assert!(nad.inline_config().unwrap().contains("macvlan"));
         let (ns, name) = key("default", "from-file");
         assert!(source.nad(&ns, &name).await.unwrap().unwrap().inline_config().is_none());
         let pod = source.pod(&PodKey { namespace: key("tenant", "web").0, name: key("tenant", "web").1 }).await.unwrap().unwrap();
         assert_eq!(pod.annotation("k8s.v1.cni.cncf.io/networks"), Some("macvlan-a@net5"));
         assert_eq!(pod.uid.as_deref(), Some("1234"));
-        assert!(source.readiness().problems.is_empty());
+        assert!(source.readiness().problems.is_empty(), "{:?}", source.readiness().problems);
     }
 
     #[tokio::test]

@@ -37,6 +37,8 @@ pub enum SourceError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Readiness {
     pub ready: bool,
+    /// What the source holds, for operators, e.g. `nads=3 pods=2`.
+    pub summary: String,
     /// Problems that do not stop the source, e.g. a manifest that does not parse.
     pub problems: Vec<String>,
 }

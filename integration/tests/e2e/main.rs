@@ -1,1 +1,10 @@
+//! End-to-end tests: the real `plexus` shim and `plexusd`, Debian's CNI plugins, and a network
+//! namespace per node and per pod. Run as root (`make test`).
 
+mod fixtures;
+
+mod add;
+mod annotations;
+mod failures;
+mod lifecycle;
+mod shim;

@@ -1,0 +1,353 @@
+//! A node: a network namespace with its own plexusd, CNI conf dir, manifest dir, records and
+//! IPAM state, all in a temp dir that goes away with the node.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+use crate::shim::{self, CniEnv, ShimOutput};
+use crate::{Netns, Pod, binaries};
+
+/// The subnet of the default cluster network each test node gets.
+pub const CLUSTER_SUBNET: &str = "198.18.0.0/24";
+
+pub struct NodeBuilder {
+    cluster_conf: Option<Value>,
+    manifests: Vec<(String, String)>,
+    extra_conf_files: Vec<(String, String)>,
+    config: Vec<String>,
+    uplink: bool,
+}
+
+impl NodeBuilder {
+    /// The cluster network's conflist (its ipam dataDir is filled in).
+    pub fn cluster(mut self, conflist: Value) -> Self {
+        self.cluster_conf = Some(conflist);
+        self
+    }
+
+    /// A manifest file in the node's manifest dir. `@IPAM@` is replaced by the node's IPAM dir.
+    pub fn manifest(mut self, file: &str, yaml: &str) -> Self {
+        self.manifests.push((file.to_owned(), yaml.to_owned()));
+        self
+    }
+
+    /// Another file in the CNI conf dir. `@IPAM@` is replaced by the node's IPAM dir.
+    pub fn conf_file(mut self, file: &str, body: &str) -> Self {
+        self.extra_conf_files.push((file.to_owned(), body.to_owned()));
+        self
+    }
+
+    /// A raw line for plexusd's config file, e.g. `clusterNetwork: cbr0`.
+    pub fn config_line(mut self, line: &str) -> Self {
+        self.config.push(line.to_owned());
+        self
+    }
+
+    /// A veth pair `uplink0`/`uplink0p` in the node, as the master of macvlan networks.
+    pub fn uplink(mut self) -> Self {
+        self.uplink = true;
+        self
+    }
+
+    pub fn start(self) -> Node {
+        let netns = Netns::new("node");
+        let dir = tempfile::Builder::new().prefix("plexus-test-").tempdir().expect("temp dir");
+        let node = Node { plexusd: None, netns, dir, config: self.config };
+        for sub in ["net.d", "manifests", "records", "ipam"] {
+            std::fs::create_dir_all(node.dir.path().join(sub)).expect("mkdir");
+        }
+        let cluster = self.cluster_conf.unwrap_or_else(default_cluster);
+        node.write_conf("10-cluster.conflist", &cluster.to_string());
+        for (file, body) in &self.extra_conf_files {
+            node.write_conf(file, body);
+        }
+        for (file, yaml) in &self.manifests {
+            node.write_manifest(file, yaml);
+        }
+        if self.uplink {
+            node.netns.ip(&["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p"]);
+            node.netns.ip(&["link", "set", "uplink0", "up"]);
+            node.netns.ip(&["link", "set", "uplink0p", "up"]);
+        }
+        let mut node = node;
+        node.start_plexusd();
+        node
+    }
+}
+
+fn default_cluster() -> Value {
+    json!({
+        "cniVersion": "1.0.0",
+        "name": "cluster",
+        "plugins": [{
+            "type": "bridge", "bridge": "cni0", "isGateway": true,
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": CLUSTER_SUBNET}]], "dataDir": "@IPAM@"}
+        }]
+    })
+}
+
+pub struct Node {
+    plexusd: Option<Child>,
+    pub netns: Netns,
+    dir: TempDir,
+    config: Vec<String>,
+}
+
+impl Node {
+    pub fn builder() -> NodeBuilder {
+        NodeBuilder { cluster_conf: None, manifests: Vec::new(), extra_conf_files: Vec::new(), config: Vec::new(), uplink: false }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir().join("plexus.sock")
+    }
+
+    pub fn ipam_dir(&self) -> PathBuf {
+        self.dir().join("ipam")
+    }
+
+    pub fn records_dir(&self) -> PathBuf {
+        self.dir().join("records")
+    }
+
+    fn fill(&self, text: &str) -> String {
+        text.replace("@IPAM@", &self.ipam_dir().display().to_string())
+    }
+
+    pub fn write_conf(&self, file: &str, body: &str) {
+        std::fs::write(self.dir().join("net.d").join(file), self.fill(body)).expect("write conf");
+    }
+
+    pub fn write_manifest(&self, file: &str, yaml: &str) {
+        // Written aside and renamed in, as an editor or `kubectl`-style tool would, so the
+        // watcher never reads half a file.
+        let tmp = self.dir().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, self.fill(yaml)).expect("write manifest");
+        std::fs::rename(&tmp, self.dir().join("manifests").join(file)).expect("rename manifest");
+    }
+
+    pub fn remove_manifest(&self, file: &str) {
+        std::fs::remove_file(self.dir().join("manifests").join(file)).expect("remove manifest");
+    }
+
+    fn start_plexusd(&mut self) {
+        let dir = self.dir().to_path_buf();
+        let mut config = format!(
+            "socketPath: {sock}\ncniConfDir: {d}/net.d\ncniBinDirs: [{bin}]\nrecordsDir: {d}/records\nmanifestDir: {d}/manifests\ndelegateTimeoutSeconds: 20\n",
+            sock = self.socket().display(),
+            d = dir.display(),
+            bin = binaries::CNI_BIN_DIR,
+        );
+        for line in &self.config {
+            config.push_str(line);
+            config.push('\n');
+        }
+        std::fs::write(dir.join("plexusd.yaml"), config).expect("write config");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("plexusd.log")).expect("log file");
+        let child = Command::new("ip")
+            .args(["netns", "exec", self.netns.name()])
+            .arg(binaries::plexusd())
+            .arg("--config")
+            .arg(dir.join("plexusd.yaml"))
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start plexusd");
+        self.plexusd = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(child) = self.plexusd.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("plexusd exited with {status}: {}", self.log());
+                }
+            }
+            if self.get("/readyz").is_some_and(|(status, _)| status == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("plexusd did not become ready: {}", self.log());
+    }
+
+    /// plexusd's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("plexusd.log")).unwrap_or_default()
+    }
+
+    /// Stops plexusd (SIGTERM, then SIGKILL), by its PID.
+    pub fn stop_plexusd(&mut self) {
+        if let Some(mut child) = self.plexusd.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills plexusd without warning, as a crash would.
+    pub fn kill_plexusd(&mut self) {
+        if let Some(mut child) = self.plexusd.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart_plexusd(&mut self) {
+        self.stop_plexusd();
+        self.start_plexusd();
+    }
+
+    /// A GET on plexusd's socket: status code and body.
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        let mut stream = UnixStream::connect(self.socket()).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: plexus\r\nConnection: close\r\n\r\n").ok()?;
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).ok()?;
+        let status = reply.split(' ').nth(1)?.parse().ok()?;
+        let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        Some((status, dechunk(&body)))
+    }
+
+    /// The network-status plexusd recorded for a pod.
+    pub fn network_status(&self, pod: &Pod) -> Value {
+        let (status, body) = self.get(&format!("/v1/network-status/{}", pod.container_id)).expect("GET network-status");
+        assert_eq!(status, 200, "network-status: {body}");
+        serde_json::from_str(&body).expect("network-status JSON")
+    }
+
+    /// Waits until plexusd's manifest catalog reports `nads` NADs (after a manifest change).
+    pub fn wait_for_nads(&self, nads: usize) {
+        let want = format!("nads={nads} ");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.get("/readyz").is_some_and(|(_, body)| body.contains(&want)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("plexusd never reported {want}: {:?}", self.get("/readyz"));
+    }
+
+    /// Plexus's own stdin config, as the runtime passes it from 00-plexus.conflist.
+    pub fn plexus_conf(&self, cni_version: &str) -> Value {
+        json!({"cniVersion": cni_version, "name": "plexus", "type": "plexus", "socketPath": self.socket()})
+    }
+
+    pub fn cni(&self, command: &str, pod: &Pod, conf: &Value) -> ShimOutput {
+        let env = CniEnv {
+            command: command.to_owned(),
+            container_id: pod.container_id.clone(),
+            netns: pod.netns.path(),
+            ifname: "eth0".to_owned(),
+            args: pod.cni_args(),
+            path: binaries::CNI_BIN_DIR.to_owned(),
+        };
+        shim::exec(&env, &conf.to_string())
+    }
+
+    pub fn add(&self, pod: &Pod) -> ShimOutput {
+        self.cni("ADD", pod, &self.plexus_conf("1.1.0"))
+    }
+
+    pub fn del(&self, pod: &Pod) -> ShimOutput {
+        self.cni("DEL", pod, &self.plexus_conf("1.1.0"))
+    }
+
+    pub fn check(&self, pod: &Pod) -> ShimOutput {
+        self.cni("CHECK", pod, &self.plexus_conf("1.1.0"))
+    }
+
+    /// GC with the given pods as the still-valid attachments.
+    pub fn gc(&self, valid: &[&Pod]) -> ShimOutput {
+        let mut conf = self.plexus_conf("1.1.0");
+        conf["cni.dev/valid-attachments"] =
+            valid.iter().map(|p| json!({"containerID": p.container_id, "ifname": "eth0"})).collect();
+        let env = CniEnv { command: "GC".into(), path: binaries::CNI_BIN_DIR.into(), ..Default::default() };
+        shim::exec(&env, &conf.to_string())
+    }
+
+    /// IPs host-local has handed out (files named after addresses) in every network's dir.
+    pub fn ipam_allocations(&self) -> Vec<String> {
+        let mut found = Vec::new();
+        for network in std::fs::read_dir(self.ipam_dir()).into_iter().flatten().flatten() {
+            for file in std::fs::read_dir(network.path()).into_iter().flatten().flatten() {
+                let name = file.file_name().to_string_lossy().into_owned();
+                if name.parse::<std::net::IpAddr>().is_ok() {
+                    found.push(format!("{}/{name}", network.file_name().to_string_lossy()));
+                }
+            }
+        }
+        found.sort();
+        found
+    }
+
+    /// Record files in the store.
+    pub fn records(&self) -> Vec<String> {
+        let mut found: Vec<String> = std::fs::read_dir(self.records_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Host-side veth interfaces in the node (what bridge and ptp plugins leave per pod).
+    pub fn veths(&self) -> Vec<String> {
+        self.netns.links().into_iter().filter(|l| l.starts_with("veth")).collect()
+    }
+}
+
+fn dechunk(body: &str) -> String {
+    // axum answers small bodies with Content-Length; chunked bodies start with a hex size.
+    let mut lines = body.split("\r\n");
+    let Some(first) = lines.next() else { return String::new() };
+    if usize::from_str_radix(first.trim(), 16).is_err() || !body.contains("\r\n") {
+        return body.to_owned();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        if size == 0 || tail.len() < size {
+            break;
+        }
+        out.push_str(&tail[..size]);
+        rest = tail[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop_plexusd();
+        if std::thread::panicking() {
+            eprintln!("---- plexusd log ({}) ----\n{}", self.netns.name(), self.log());
+        }
+    }
+}

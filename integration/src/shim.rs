@@ -1,0 +1,71 @@
+//! Runs the real `plexus` binary exactly as a container runtime does.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+/// What the shim printed and how it exited.
+#[derive(Debug, Clone)]
+pub struct ShimOutput {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: i32,
+}
+
+impl ShimOutput {
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+
+    /// stdout as JSON (a result or an error object).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("shim stdout is not JSON ({e}): {self:?}"))
+    }
+
+    /// The error object, asserting the call failed.
+    pub fn error(&self) -> Value {
+        assert!(!self.success(), "expected a failure, got {self:?}");
+        self.json()
+    }
+
+    /// The result, asserting the call succeeded.
+    pub fn result(&self) -> Value {
+        assert!(self.success(), "expected success, got {self:?}");
+        self.json()
+    }
+}
+
+/// The CNI environment of one call.
+#[derive(Debug, Clone, Default)]
+pub struct CniEnv {
+    pub command: String,
+    pub container_id: String,
+    pub netns: String,
+    pub ifname: String,
+    pub args: String,
+    pub path: String,
+}
+
+pub fn exec(env: &CniEnv, stdin: &str) -> ShimOutput {
+    let mut child = Command::new(crate::binaries::shim())
+        .env_clear()
+        .env("CNI_COMMAND", &env.command)
+        .env("CNI_CONTAINERID", &env.container_id)
+        .env("CNI_NETNS", &env.netns)
+        .env("CNI_IFNAME", &env.ifname)
+        .env("CNI_ARGS", &env.args)
+        .env("CNI_PATH", &env.path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn plexus shim");
+    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    let output = child.wait_with_output().expect("shim output");
+    ShimOutput {
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        exit_code: output.status.code().unwrap_or(-1),
+    }
+}

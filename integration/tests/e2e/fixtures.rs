@@ -1,0 +1,60 @@
+//! Manifests and configs the tests share.
+
+use serde_json::{Value, json};
+
+/// A NAD manifest (JSON is YAML) with `config` as its spec.config.
+pub fn nad(namespace: &str, name: &str, config: &Value) -> String {
+    json!({
+        "apiVersion": "k8s.cni.cncf.io/v1",
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"config": config.to_string()}
+    })
+    .to_string()
+}
+
+/// A NAD with no spec.config: its network is the conf file of that name.
+pub fn nad_without_config(namespace: &str, name: &str) -> String {
+    json!({
+        "apiVersion": "k8s.cni.cncf.io/v1",
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {}
+    })
+    .to_string()
+}
+
+/// A Pod manifest carrying the networks annotation.
+pub fn pod(pod: &plexus_integration::Pod, networks: &str) -> String {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": pod.name, "namespace": pod.namespace, "uid": pod.uid,
+            "annotations": {"k8s.v1.cni.cncf.io/networks": networks}
+        },
+        "spec": {"containers": [{"name": "app", "image": "app"}]}
+    })
+    .to_string()
+}
+
+/// A bridge network with host-local IPAM in the node's IPAM dir.
+pub fn bridge(name: &str, bridge: &str, subnet: &str) -> Value {
+    json!({
+        "cniVersion": "1.0.0", "name": name, "type": "bridge", "bridge": bridge,
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": "@IPAM@"}
+    })
+}
+
+/// A macvlan network on the node's `uplink0`.
+pub fn macvlan(name: &str, subnet: &str) -> Value {
+    json!({
+        "cniVersion": "1.0.0", "name": name, "type": "macvlan", "master": "uplink0", "mode": "bridge",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": "@IPAM@"}
+    })
+}
+
+/// The address part of `a.b.c.d/nn`.
+pub fn bare(cidr: &str) -> &str {
+    cidr.split('/').next().unwrap_or(cidr)
+}

@@ -1,0 +1,133 @@
+//! DEL, CHECK and GC from the records alone.
+
+use plexus_integration::{Node, Pod};
+
+use crate::fixtures::{bridge, macvlan, nad, pod};
+
+fn node_with_data_network(pods: &[&Pod]) -> Node {
+    let mut builder = Node::builder().uplink().manifest("nad.yaml", &nad("tenant", "data", &macvlan("data", "198.18.16.0/24")));
+    for (i, p) in pods.iter().enumerate() {
+        builder = builder.manifest(&format!("pod{i}.yaml"), &pod(p, "data"));
+    }
+    builder.start()
+}
+
+#[test]
+fn del_works_after_the_nad_was_deleted() {
+    let web = Pod::new("tenant", "web");
+    let node = node_with_data_network(&[&web]);
+    node.add(&web).result();
+    node.remove_manifest("nad.yaml");
+    node.wait_for_nads(0);
+    assert!(node.del(&web).success());
+    assert!(web.link_names().is_empty());
+    assert!(node.ipam_allocations().is_empty());
+    assert!(node.records().is_empty());
+}
+
+#[test]
+fn del_twice_and_del_of_an_unknown_container_succeed() {
+    let web = Pod::new("tenant", "web");
+    let stranger = Pod::new("tenant", "stranger");
+    let node = node_with_data_network(&[&web]);
+    node.add(&web).result();
+    let first = node.del(&web);
+    assert!(first.success() && first.stdout.is_empty(), "{first:?}");
+    assert!(node.del(&web).success());
+    assert!(node.del(&stranger).success());
+}
+
+#[test]
+fn del_without_a_netns_still_releases_the_addresses() {
+    let web = Pod::new("tenant", "web");
+    let node = node_with_data_network(&[&web]);
+    node.add(&web).result();
+    let mut conf = node.plexus_conf("1.1.0");
+    conf["prevResult"] = serde_json::Value::Null;
+    let env = plexus_integration::shim::CniEnv {
+        command: "DEL".into(),
+        container_id: web.container_id.clone(),
+        netns: String::new(),
+        ifname: "eth0".into(),
+        args: web.cni_args(),
+        path: "/usr/lib/cni".into(),
+    };
+    assert!(plexus_integration::shim::exec(&env, &conf.to_string()).success());
+    assert!(node.ipam_allocations().is_empty());
+    assert!(node.records().is_empty());
+}
+
+#[test]
+fn del_after_a_plexusd_restart_cleans_everything() {
+    let web = Pod::new("tenant", "web");
+    let mut node = node_with_data_network(&[&web]);
+    node.add(&web).result();
+    node.kill_plexusd();
+    node.restart_plexusd();
+    assert!(node.del(&web).success());
+    assert!(web.link_names().is_empty());
+    assert!(node.ipam_allocations().is_empty());
+    assert!(node.veths().is_empty());
+}
+
+#[test]
+fn check_passes_after_add_and_names_the_network_whose_interface_vanished() {
+    let web = Pod::new("tenant", "web");
+    let node = node_with_data_network(&[&web]);
+    node.add(&web).result();
+    let ok = node.check(&web);
+    assert!(ok.success() && ok.stdout.is_empty(), "{ok:?}");
+    web.netns.ip(&["link", "del", "net1"]);
+    let error = node.check(&web).error();
+    assert!(error["msg"].as_str().unwrap().contains("tenant/data"), "{error}");
+    assert!(node.del(&web).success());
+}
+
+#[test]
+fn check_of_an_unknown_container_is_an_error() {
+    let stranger = Pod::new("tenant", "stranger");
+    let node = Node::builder().start();
+    assert_eq!(node.check(&stranger).error()["code"], 3);
+}
+
+#[test]
+fn gc_deletes_the_attachments_missing_from_the_valid_list() {
+    let keep = Pod::new("tenant", "keep");
+    let stale = Pod::new("tenant", "stale");
+    let node = Node::builder()
+        .manifest("nad.yaml", &nad("tenant", "east", &bridge("east", "br-east", "198.18.17.0/24")))
+        .manifest("k.yaml", &pod(&keep, "east"))
+        .manifest("s.yaml", &pod(&stale, "east"))
+        .start();
+    node.add(&keep).result();
+    node.add(&stale).result();
+    assert_eq!(node.ipam_allocations().len(), 4);
+
+    assert!(node.gc(&[&keep]).success());
+
+    assert_eq!(node.records(), [format!("{}.json", keep.container_id)]);
+    assert_eq!(node.ipam_allocations().len(), 2);
+    assert!(stale.link_names().is_empty());
+    assert_eq!(keep.link_names(), ["eth0", "net1"]);
+    assert!(node.del(&keep).success());
+}
+
+#[test]
+fn a_crash_after_the_intent_was_written_is_cleaned_by_del() {
+    let web = Pod::new("tenant", "web");
+    let mut node = node_with_data_network(&[&web]);
+    node.add(&web).result();
+    // Simulate a crash between the intent and the result: results gone from the record.
+    let path = node.records_dir().join(format!("{}.json", web.container_id));
+    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for attachment in record["attachments"].as_array_mut().unwrap() {
+        attachment.as_object_mut().unwrap().remove("result");
+    }
+    std::fs::write(&path, record.to_string()).unwrap();
+    node.kill_plexusd();
+    node.restart_plexusd();
+    assert!(node.del(&web).success());
+    assert!(web.link_names().is_empty());
+    assert!(node.ipam_allocations().is_empty());
+    assert!(node.records().is_empty());
+}
