@@ -38,12 +38,18 @@ impl IpPrefix {
 impl FromStr for IpPrefix {
     type Err = AddrError;
     fn from_str(s: &str) -> Result<Self, AddrError> {
-        let (addr, prefix) = s.split_once('/').ok_or_else(|| AddrError::NotCidr(s.to_owned()))?;
-        let addr: IpAddr = addr.parse().map_err(|_| AddrError::BadAddress(s.to_owned()))?;
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| AddrError::NotCidr(s.to_owned()))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| AddrError::BadAddress(s.to_owned()))?;
         if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
             return Err(AddrError::BadPrefix(s.to_owned()));
         }
-        let prefix: u8 = prefix.parse().map_err(|_| AddrError::BadPrefix(s.to_owned()))?;
+        let prefix: u8 = prefix
+            .parse()
+            .map_err(|_| AddrError::BadPrefix(s.to_owned()))?;
         if prefix > Self::max_prefix(&addr) {
             return Err(AddrError::BadPrefix(s.to_owned()));
         }
@@ -65,7 +71,9 @@ impl Serialize for IpPrefix {
 
 impl<'de> Deserialize<'de> for IpPrefix {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -108,7 +116,9 @@ impl Serialize for MacAddr {
 
 impl<'de> Deserialize<'de> for MacAddr {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -133,7 +143,14 @@ mod tests {
     fn macs_need_six_colon_separated_octets() {
         let m: MacAddr = "C2:11:22:33:44:55".parse().unwrap();
         assert_eq!(m.to_string(), "c2:11:22:33:44:55");
-        for bad in ["c2:11:22:33:44", "c2:11:22:33:44:55:66", "c2-11-22-33-44-55", "zz:11:22:33:44:55", "c2:1:22:33:44:555", "+1:+2:+3:+4:+5:+6"] {
+        for bad in [
+            "c2:11:22:33:44",
+            "c2:11:22:33:44:55:66",
+            "c2-11-22-33-44-55",
+            "zz:11:22:33:44:55",
+            "c2:1:22:33:44:555",
+            "+1:+2:+3:+4:+5:+6",
+        ] {
             assert!(bad.parse::<MacAddr>().is_err(), "{bad} accepted");
         }
     }

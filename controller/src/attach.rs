@@ -4,18 +4,37 @@
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::cni::{CniResult, CniVersion, Command, DelegateCall, ExecError, Executor, NetconfError, NetworkConfig};
+use crate::cni::{
+    CniResult, CniVersion, Command, DelegateCall, ExecError, Executor, NetconfError, NetworkConfig,
+};
 use crate::records::Attachment;
 use crate::resolve::Delegate;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
     #[error("network {network} ({command} on {ifname}): plugin {plugin}: {source}")]
-    Delegate { network: String, ifname: String, command: Command, plugin: String, source: ExecError },
-    #[error("network {network} ({command} on {ifname}): plugin {plugin} returned an unusable result: {reason}")]
-    BadResult { network: String, ifname: String, command: Command, plugin: String, reason: String },
+    Delegate {
+        network: String,
+        ifname: String,
+        command: Command,
+        plugin: String,
+        source: Box<ExecError>,
+    },
+    #[error(
+        "network {network} ({command} on {ifname}): plugin {plugin} returned an unusable result: {reason}"
+    )]
+    BadResult {
+        network: String,
+        ifname: String,
+        command: Command,
+        plugin: String,
+        reason: String,
+    },
     #[error("network {network}: stored config is invalid: {source}")]
-    Config { network: String, source: NetconfError },
+    Config {
+        network: String,
+        source: NetconfError,
+    },
 }
 
 impl AttachError {
@@ -37,7 +56,9 @@ impl AttachError {
 
     pub fn network(&self) -> &str {
         match self {
-            Self::Delegate { network, .. } | Self::BadResult { network, .. } | Self::Config { network, .. } => network,
+            Self::Delegate { network, .. }
+            | Self::BadResult { network, .. }
+            | Self::Config { network, .. } => network,
         }
     }
 }
@@ -58,11 +79,22 @@ struct ChainStep<'a> {
 }
 
 impl ChainStep<'_> {
-    async fn run(&self, exec: &dyn Executor, index: usize, prev_result: Option<&Value>) -> Result<Vec<u8>, AttachError> {
+    async fn run(
+        &self,
+        exec: &dyn Executor,
+        index: usize,
+        prev_result: Option<&Value>,
+    ) -> Result<Vec<u8>, AttachError> {
         let d = self.delegate;
         let plugin = &self.netconf.plugins[index].plugin_type;
-        let request =
-            self.netconf.plugin_request(index, d.cni_name(), d.version, &d.runtime_config, prev_result, d.args_cni.as_ref());
+        let request = self.netconf.plugin_request(
+            index,
+            d.cni_name(),
+            d.version,
+            &d.runtime_config,
+            prev_result,
+            d.args_cni.as_ref(),
+        );
         let call = DelegateCall {
             plugin_type: plugin.clone(),
             command: self.command,
@@ -73,13 +105,16 @@ impl ChainStep<'_> {
             stdin: request.to_string().into_bytes(),
         };
         let span = tracing::debug_span!("plugin", plugin = %plugin, command = %self.command);
-        exec.run(call).instrument(span).await.map_err(|source| AttachError::Delegate {
-            network: d.network.clone(),
-            ifname: d.ifname.to_string(),
-            command: self.command,
-            plugin: plugin.clone(),
-            source,
-        })
+        exec.run(call)
+            .instrument(span)
+            .await
+            .map_err(|source| AttachError::Delegate {
+                network: d.network.clone(),
+                ifname: d.ifname.to_string(),
+                command: self.command,
+                plugin: plugin.clone(),
+                source: Box::new(source),
+            })
     }
 
     fn bad_result(&self, index: usize, reason: String) -> AttachError {
@@ -94,17 +129,32 @@ impl ChainStep<'_> {
 }
 
 fn netconf(delegate: &Delegate) -> Result<NetworkConfig, AttachError> {
-    delegate.netconf().map_err(|source| AttachError::Config { network: delegate.network.clone(), source })
+    delegate.netconf().map_err(|source| AttachError::Config {
+        network: delegate.network.clone(),
+        source,
+    })
 }
 
 /// ADD through the chain; the last plugin's result, in the delegate's version, is returned.
-pub async fn add_chain(exec: &dyn Executor, delegate: &Delegate, target: Target<'_>) -> Result<Value, AttachError> {
+pub async fn add_chain(
+    exec: &dyn Executor,
+    delegate: &Delegate,
+    target: Target<'_>,
+) -> Result<Value, AttachError> {
     let netconf = netconf(delegate)?;
-    let step = ChainStep { delegate, netconf: &netconf, target, command: Command::Add };
+    let step = ChainStep {
+        delegate,
+        netconf: &netconf,
+        target,
+        command: Command::Add,
+    };
     let mut prev: Option<Value> = None;
     for index in 0..netconf.plugins.len() {
         let stdout = step.run(exec, index, prev.as_ref()).await?;
-        prev = Some(normalize_result(&stdout, delegate.version).map_err(|reason| step.bad_result(index, reason))?);
+        prev = Some(
+            normalize_result(&stdout, delegate.version)
+                .map_err(|reason| step.bad_result(index, reason))?,
+        );
     }
     prev.ok_or_else(|| step.bad_result(0, "the chain has no plugins".into()))
 }
@@ -124,9 +174,19 @@ fn normalize_result(stdout: &[u8], version: CniVersion) -> Result<Value, String>
 }
 
 /// DEL through the chain in reverse, stopping at the first error (CNI §3 Deleting).
-pub async fn del_chain(exec: &dyn Executor, delegate: &Delegate, result: Option<&Value>, target: Target<'_>) -> Result<(), AttachError> {
+pub async fn del_chain(
+    exec: &dyn Executor,
+    delegate: &Delegate,
+    result: Option<&Value>,
+    target: Target<'_>,
+) -> Result<(), AttachError> {
     let netconf = netconf(delegate)?;
-    let step = ChainStep { delegate, netconf: &netconf, target, command: Command::Del };
+    let step = ChainStep {
+        delegate,
+        netconf: &netconf,
+        target,
+        command: Command::Del,
+    };
     let prev = result.filter(|_| delegate.version.del_gets_prev_result());
     for index in (0..netconf.plugins.len()).rev() {
         step.run(exec, index, prev).await?;
@@ -136,12 +196,22 @@ pub async fn del_chain(exec: &dyn Executor, delegate: &Delegate, result: Option<
 
 /// CHECK through the chain in ADD order. Configs with `disableCheck` and versions before 0.4.0
 /// have no CHECK and count as passed.
-pub async fn check_chain(exec: &dyn Executor, delegate: &Delegate, result: &Value, target: Target<'_>) -> Result<(), AttachError> {
+pub async fn check_chain(
+    exec: &dyn Executor,
+    delegate: &Delegate,
+    result: &Value,
+    target: Target<'_>,
+) -> Result<(), AttachError> {
     let netconf = netconf(delegate)?;
     if netconf.disable_check || !delegate.version.supports_check() {
         return Ok(());
     }
-    let step = ChainStep { delegate, netconf: &netconf, target, command: Command::Check };
+    let step = ChainStep {
+        delegate,
+        netconf: &netconf,
+        target,
+        command: Command::Check,
+    };
     for index in 0..netconf.plugins.len() {
         step.run(exec, index, Some(result)).await?;
     }
@@ -154,7 +224,15 @@ pub async fn status_chain(exec: &dyn Executor, delegate: &Delegate) -> Result<()
     if !delegate.version.supports_status_and_gc() {
         return Ok(());
     }
-    let step = ChainStep { delegate, netconf: &netconf, target: Target { container_id: "", netns: "" }, command: Command::Status };
+    let step = ChainStep {
+        delegate,
+        netconf: &netconf,
+        target: Target {
+            container_id: "",
+            netns: "",
+        },
+        command: Command::Status,
+    };
     for index in 0..netconf.plugins.len() {
         step.run(exec, index, None).await?;
     }
@@ -164,10 +242,15 @@ pub async fn status_chain(exec: &dyn Executor, delegate: &Delegate) -> Result<()
 /// ADD every delegate in order. When one fails, everything this ADD did is deleted again, in
 /// reverse, including the failed chain itself (CNI-0.4.0 list error handling), and the first
 /// error is returned. On success the results come back in delegate order.
-pub async fn attach_all(exec: &dyn Executor, delegates: &[Delegate], target: Target<'_>) -> Result<Vec<Value>, AttachError> {
+pub async fn attach_all(
+    exec: &dyn Executor,
+    delegates: &[Delegate],
+    target: Target<'_>,
+) -> Result<Vec<Value>, AttachError> {
     let mut results = Vec::with_capacity(delegates.len());
     for delegate in delegates {
-        let span = tracing::info_span!("attach", network = %delegate.network, ifname = %delegate.ifname);
+        let span =
+            tracing::info_span!("attach", network = %delegate.network, ifname = %delegate.ifname);
         match add_chain(exec, delegate, target).instrument(span).await {
             Ok(result) => results.push(result),
             Err(error) => {
@@ -175,7 +258,10 @@ pub async fn attach_all(exec: &dyn Executor, delegates: &[Delegate], target: Tar
                 let done: Vec<Attachment> = delegates
                     .iter()
                     .zip(results.into_iter().map(Some).chain(std::iter::once(None)))
-                    .map(|(delegate, result)| Attachment { delegate: delegate.clone(), result })
+                    .map(|(delegate, result)| Attachment {
+                        delegate: delegate.clone(),
+                        result,
+                    })
                     .collect();
                 for failure in detach_all(exec, &done, target).await {
                     tracing::warn!(error = %failure, "rollback DEL failed; the runtime's DEL will retry");
@@ -189,12 +275,20 @@ pub async fn attach_all(exec: &dyn Executor, delegates: &[Delegate], target: Tar
 
 /// DEL every attachment in reverse order. One failure does not stop the rest (NPWG §7.2);
 /// the failures come back with the indexes of the attachments that are not fully gone.
-pub async fn detach_all(exec: &dyn Executor, attachments: &[Attachment], target: Target<'_>) -> Vec<DetachFailure> {
+pub async fn detach_all(
+    exec: &dyn Executor,
+    attachments: &[Attachment],
+    target: Target<'_>,
+) -> Vec<DetachFailure> {
     let mut failures = Vec::new();
     for (index, attachment) in attachments.iter().enumerate().rev() {
         let delegate = &attachment.delegate;
-        let span = tracing::info_span!("detach", network = %delegate.network, ifname = %delegate.ifname);
-        if let Err(error) = del_chain(exec, delegate, attachment.result.as_ref(), target).instrument(span).await {
+        let span =
+            tracing::info_span!("detach", network = %delegate.network, ifname = %delegate.ifname);
+        if let Err(error) = del_chain(exec, delegate, attachment.result.as_ref(), target)
+            .instrument(span)
+            .await
+        {
             failures.push(DetachFailure { index, error });
         }
     }
@@ -210,13 +304,21 @@ pub struct DetachFailure {
 
 /// GC for every delegate network that speaks 1.1.0 and allows it, each with the pairs still
 /// valid for it (SPECS §8: grouped by CNI name). Errors are collected, not fatal.
-pub async fn gc_networks(exec: &dyn Executor, kept: &[crate::records::PodRecord]) -> Vec<AttachError> {
-    let mut networks: std::collections::BTreeMap<&str, (&Delegate, Vec<Value>)> = Default::default();
+pub async fn gc_networks(
+    exec: &dyn Executor,
+    kept: &[crate::records::PodRecord],
+) -> Vec<AttachError> {
+    let mut networks: std::collections::BTreeMap<&str, (&Delegate, Vec<Value>)> =
+        Default::default();
     for record in kept {
         for attachment in &record.attachments {
             let d = &attachment.delegate;
             let pair = serde_json::json!({"containerID": record.container_id.as_str(), "ifname": d.ifname.as_str()});
-            networks.entry(d.cni_name()).or_insert_with(|| (d, Vec::new())).1.push(pair);
+            networks
+                .entry(d.cni_name())
+                .or_insert_with(|| (d, Vec::new()))
+                .1
+                .push(pair);
         }
     }
     let mut errors = Vec::new();
@@ -228,17 +330,31 @@ pub async fn gc_networks(exec: &dyn Executor, kept: &[crate::records::PodRecord]
     errors
 }
 
-async fn gc_chain(exec: &dyn Executor, delegate: &Delegate, valid: Vec<Value>) -> Result<(), AttachError> {
+async fn gc_chain(
+    exec: &dyn Executor,
+    delegate: &Delegate,
+    valid: Vec<Value>,
+) -> Result<(), AttachError> {
     let netconf = netconf(delegate)?;
     if netconf.disable_gc || !delegate.version.supports_status_and_gc() {
         return Ok(());
     }
     let mut first_error = None;
     for (index, plugin) in netconf.plugins.iter().enumerate() {
-        let mut request = netconf.plugin_request(index, delegate.cni_name(), delegate.version, &Default::default(), None, None);
+        let mut request = netconf.plugin_request(
+            index,
+            delegate.cni_name(),
+            delegate.version,
+            &Default::default(),
+            None,
+            None,
+        );
         if let Some(object) = request.as_object_mut() {
             // libcni sends both spellings: the key was renamed after the 1.1.0 tag.
-            object.insert("cni.dev/valid-attachments".into(), Value::Array(valid.clone()));
+            object.insert(
+                "cni.dev/valid-attachments".into(),
+                Value::Array(valid.clone()),
+            );
             object.insert("cni.dev/attachments".into(), Value::Array(valid.clone()));
         }
         let call = DelegateCall {
@@ -257,7 +373,7 @@ async fn gc_chain(exec: &dyn Executor, delegate: &Delegate, valid: Vec<Value>) -
                 ifname: String::new(),
                 command: Command::Gc,
                 plugin: plugin.plugin_type.clone(),
-                source,
+                source: Box::new(source),
             });
         }
     }

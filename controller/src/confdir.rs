@@ -11,7 +11,10 @@ pub const PLEXUS_TYPE: &str = "plexus";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfDirError {
     #[error("cannot read CNI conf dir {dir}: {source}")]
-    Unreadable { dir: PathBuf, source: std::io::Error },
+    Unreadable {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("no CNI network named {name:?} in {dir}")]
     NoSuchNetwork { dir: PathBuf, name: String },
     #[error("no cluster network: {dir} holds no CNI config besides Plexus's own")]
@@ -40,7 +43,10 @@ pub fn find_by_name(dir: &Path, name: &str) -> Result<ConfFile, ConfDirError> {
         .into_iter()
         .filter(|f| f.name() == Some(name))
         .min_by_key(|f| !is_conflist(&f.path))
-        .ok_or_else(|| ConfDirError::NoSuchNetwork { dir: dir.to_owned(), name: name.to_owned() })
+        .ok_or_else(|| ConfDirError::NoSuchNetwork {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+        })
 }
 
 /// The cluster network: the one named in plexusd's config, else the first config file (in
@@ -51,8 +57,15 @@ pub fn cluster_network(dir: &Path, name: Option<&str>) -> Result<ConfFile, ConfD
     }
     conf_files(dir)?
         .into_iter()
-        .find(|f| !f.config.plugins.iter().any(|p| p.plugin_type == PLEXUS_TYPE))
-        .ok_or_else(|| ConfDirError::NoClusterNetwork { dir: dir.to_owned() })
+        .find(|f| {
+            !f.config
+                .plugins
+                .iter()
+                .any(|p| p.plugin_type == PLEXUS_TYPE)
+        })
+        .ok_or_else(|| ConfDirError::NoClusterNetwork {
+            dir: dir.to_owned(),
+        })
 }
 
 fn is_conflist(path: &Path) -> bool {
@@ -62,22 +75,36 @@ fn is_conflist(path: &Path) -> bool {
 /// Every readable config in file-name order; a file that does not parse is logged and skipped,
 /// as runtimes skip it.
 fn conf_files(dir: &Path) -> Result<Vec<ConfFile>, ConfDirError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| ConfDirError::Unreadable { dir: dir.to_owned(), source })?;
+    let entries = std::fs::read_dir(dir).map_err(|source| ConfDirError::Unreadable {
+        dir: dir.to_owned(),
+        source,
+    })?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("conf" | "conflist" | "json")))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("conf" | "conflist" | "json")
+            )
+        })
         .collect();
     paths.sort();
-    Ok(paths.into_iter().filter_map(|path| read_conf(path)).collect())
+    Ok(paths.into_iter().filter_map(read_conf).collect())
 }
 
 fn read_conf(path: PathBuf) -> Option<ConfFile> {
-    let parsed = std::fs::read(&path).map_err(|e| e.to_string()).and_then(|bytes| {
-        let config = NetworkConfig::parse(&bytes).map_err(|e| e.to_string())?;
-        Ok((config, bytes))
-    });
+    let parsed = std::fs::read(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| {
+            let config = NetworkConfig::parse(&bytes).map_err(|e| e.to_string())?;
+            Ok((config, bytes))
+        });
     match parsed {
-        Ok((config, bytes)) => Some(ConfFile { path, config, bytes }),
+        Ok((config, bytes)) => Some(ConfFile {
+            path,
+            config,
+            bytes,
+        }),
         Err(problem) => {
             tracing::warn!(file = %path.display(), %problem, "CNI config skipped");
             None
@@ -96,30 +123,73 @@ mod tests {
     #[test]
     fn the_json_name_matches_not_the_file_name_and_a_conflist_wins() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "foo.conf", r#"{"cniVersion":"1.0.0","name":"bar","type":"bridge"}"#);
-        write(dir.path(), "10-foo.conf", r#"{"cniVersion":"1.0.0","name":"foo","type":"ptp"}"#);
-        write(dir.path(), "99-x.conflist", r#"{"cniVersion":"1.0.0","name":"foo","plugins":[{"type":"macvlan"}]}"#);
+        write(
+            dir.path(),
+            "foo.conf",
+            r#"{"cniVersion":"1.0.0","name":"bar","type":"bridge"}"#,
+        );
+        write(
+            dir.path(),
+            "10-foo.conf",
+            r#"{"cniVersion":"1.0.0","name":"foo","type":"ptp"}"#,
+        );
+        write(
+            dir.path(),
+            "99-x.conflist",
+            r#"{"cniVersion":"1.0.0","name":"foo","plugins":[{"type":"macvlan"}]}"#,
+        );
         let found = find_by_name(dir.path(), "foo").unwrap();
         assert!(found.path.ends_with("99-x.conflist"));
-        assert_eq!(find_by_name(dir.path(), "bar").unwrap().config.plugins[0].plugin_type, "bridge");
-        assert!(matches!(find_by_name(dir.path(), "nope"), Err(ConfDirError::NoSuchNetwork { .. })));
+        assert_eq!(
+            find_by_name(dir.path(), "bar").unwrap().config.plugins[0].plugin_type,
+            "bridge"
+        );
+        assert!(matches!(
+            find_by_name(dir.path(), "nope"),
+            Err(ConfDirError::NoSuchNetwork { .. })
+        ));
     }
 
     #[test]
     fn the_cluster_network_is_the_first_config_that_is_not_plexus() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "00-plexus.conflist", r#"{"cniVersion":"1.0.0","name":"plexus","plugins":[{"type":"plexus"}]}"#);
+        write(
+            dir.path(),
+            "00-plexus.conflist",
+            r#"{"cniVersion":"1.0.0","name":"plexus","plugins":[{"type":"plexus"}]}"#,
+        );
         write(dir.path(), "05-broken.conf", "{not json");
-        write(dir.path(), "10-cluster.conflist", r#"{"cniVersion":"1.0.0","name":"cbr0","plugins":[{"type":"bridge"}]}"#);
-        write(dir.path(), "20-other.conf", r#"{"cniVersion":"1.0.0","name":"other","type":"ptp"}"#);
-        assert_eq!(cluster_network(dir.path(), None).unwrap().name(), Some("cbr0"));
-        assert_eq!(cluster_network(dir.path(), Some("other")).unwrap().name(), Some("other"));
+        write(
+            dir.path(),
+            "10-cluster.conflist",
+            r#"{"cniVersion":"1.0.0","name":"cbr0","plugins":[{"type":"bridge"}]}"#,
+        );
+        write(
+            dir.path(),
+            "20-other.conf",
+            r#"{"cniVersion":"1.0.0","name":"other","type":"ptp"}"#,
+        );
+        assert_eq!(
+            cluster_network(dir.path(), None).unwrap().name(),
+            Some("cbr0")
+        );
+        assert_eq!(
+            cluster_network(dir.path(), Some("other")).unwrap().name(),
+            Some("other")
+        );
     }
 
     #[test]
     fn only_plexus_means_no_cluster_network() {
         let dir = tempfile::tempdir().unwrap();
-        write(dir.path(), "00-plexus.conflist", r#"{"cniVersion":"1.0.0","name":"plexus","plugins":[{"type":"plexus"}]}"#);
-        assert!(matches!(cluster_network(dir.path(), None), Err(ConfDirError::NoClusterNetwork { .. })));
+        write(
+            dir.path(),
+            "00-plexus.conflist",
+            r#"{"cniVersion":"1.0.0","name":"plexus","plugins":[{"type":"plexus"}]}"#,
+        );
+        assert!(matches!(
+            cluster_network(dir.path(), None),
+            Err(ConfDirError::NoClusterNetwork { .. })
+        ));
     }
 }

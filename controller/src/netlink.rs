@@ -5,7 +5,7 @@
 //! tokio worker, because a namespace switch sticks to the thread that made it.
 
 use std::fs::File;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 
 use futures::TryStreamExt;
@@ -29,7 +29,11 @@ fn netlink_err(e: impl std::fmt::Display) -> NetlinkError {
 /// Makes `gateways` the pod's default routes via `ifname`: every other default route of the
 /// same address families is removed first, and later gateways get higher metrics, so their
 /// order in the selection is their preference.
-pub async fn move_default_route(netns: &str, ifname: &str, gateways: Vec<IpAddr>) -> Result<(), NetlinkError> {
+pub async fn move_default_route(
+    netns: &str,
+    ifname: &str,
+    gateways: Vec<IpAddr>,
+) -> Result<(), NetlinkError> {
     let ifname = ifname.to_owned();
     in_netns(netns, move |handle| async move {
         let index = link_index(&handle, &ifname).await?;
@@ -39,13 +43,26 @@ pub async fn move_default_route(netns: &str, ifname: &str, gateways: Vec<IpAddr>
             }
         }
         for (metric, gateway) in (0u32..).zip(gateways) {
+            let any: IpAddr = if gateway.is_ipv4() {
+                Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                Ipv6Addr::UNSPECIFIED.into()
+            };
             let route = RouteMessageBuilder::<IpAddr>::new()
+                .destination_prefix(any, 0)
+                .map_err(netlink_err)?
                 .gateway(gateway)
                 .map_err(netlink_err)?
                 .output_interface(index)
                 .priority(metric)
                 .build();
-            handle.route().add(route).replace().execute().await.map_err(netlink_err)?;
+            handle
+                .route()
+                .add(route)
+                .replace()
+                .execute()
+                .await
+                .map_err(netlink_err)?;
         }
         Ok(())
     })
@@ -56,20 +73,36 @@ async fn link_index(handle: &Handle, ifname: &str) -> Result<u32, NetlinkError> 
     let mut links = handle.link().get().match_name(ifname.to_owned()).execute();
     match links.try_next().await {
         Ok(Some(link)) => Ok(link.header.index),
-        Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => Err(NetlinkError::NoSuchInterface(ifname.to_owned())),
+        Ok(None) | Err(rtnetlink::Error::NetlinkError(_)) => {
+            Err(NetlinkError::NoSuchInterface(ifname.to_owned()))
+        }
         Err(e) => Err(netlink_err(e)),
     }
 }
 
 async fn delete_default_routes(handle: &Handle, ipv4: bool) -> Result<(), NetlinkError> {
     let query = if ipv4 {
-        RouteMessageBuilder::<std::net::Ipv4Addr>::new().build()
+        RouteMessageBuilder::<Ipv4Addr>::new().build()
     } else {
-        RouteMessageBuilder::<std::net::Ipv6Addr>::new().build()
+        RouteMessageBuilder::<Ipv6Addr>::new().build()
     };
-    let routes: Vec<_> = handle.route().get(query).execute().try_collect().await.map_err(netlink_err)?;
-    for route in routes.into_iter().filter(|r| r.header.destination_prefix_length == 0 && r.header.table == 254) {
-        handle.route().del(route).execute().await.map_err(netlink_err)?;
+    let routes: Vec<_> = handle
+        .route()
+        .get(query)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink_err)?;
+    for route in routes
+        .into_iter()
+        .filter(|r| r.header.destination_prefix_length == 0 && r.header.table == 254)
+    {
+        handle
+            .route()
+            .del(route)
+            .execute()
+            .await
+            .map_err(netlink_err)?;
     }
     Ok(())
 }
@@ -88,10 +121,14 @@ where
         .spawn(move || {
             let _ = done.send(run_in_netns(&path, work));
         })
-        .map_err(|e| NetlinkError::Namespace { netns: netns_name.clone(), reason: e.to_string() })?;
-    outcome
-        .await
-        .map_err(|_| NetlinkError::Namespace { netns: netns_name, reason: "worker thread died".into() })?
+        .map_err(|e| NetlinkError::Namespace {
+            netns: netns_name.clone(),
+            reason: e.to_string(),
+        })?;
+    outcome.await.map_err(|_| NetlinkError::Namespace {
+        netns: netns_name,
+        reason: "worker thread died".into(),
+    })?
 }
 
 fn run_in_netns<F, Fut>(path: &std::path::Path, work: F) -> Result<(), NetlinkError>
@@ -99,7 +136,10 @@ where
     F: FnOnce(Handle) -> Fut,
     Fut: std::future::Future<Output = Result<(), NetlinkError>>,
 {
-    let namespace_err = |reason: String| NetlinkError::Namespace { netns: path.display().to_string(), reason };
+    let namespace_err = |reason: String| NetlinkError::Namespace {
+        netns: path.display().to_string(),
+        reason,
+    };
     let file = File::open(path).map_err(|e| namespace_err(e.to_string()))?;
     // This thread is ours alone and ends after the work, so it never needs to switch back.
     setns(&file, CloneFlags::CLONE_NEWNET).map_err(|e| namespace_err(e.to_string()))?;

@@ -9,8 +9,8 @@ use tracing::Instrument;
 
 use crate::attach::{self, AttachError, DetachFailure, Target};
 use crate::cni::{CniError, CniResult, Executor, code};
-use crate::config::Config;
 use crate::confdir::{self, ConfDirError};
+use crate::config::Config;
 use crate::locks::ContainerLocks;
 use crate::names::{ContainerId, IfName, Namespace, NetworkRef, PodKey};
 use crate::netlink::{self, NetlinkError};
@@ -29,20 +29,32 @@ pub enum Error {
     #[error("{0}")]
     Request(CniError),
     #[error("pod {pod}: invalid {NETWORKS_ANNOTATION} annotation: {source}")]
-    Selection { pod: String, source: SelectionError },
+    Selection {
+        pod: String,
+        source: Box<SelectionError>,
+    },
     #[error("pod {pod}: network {network} not found: no NetworkAttachmentDefinition {network}")]
     UnknownNetwork { pod: String, network: String },
     #[error("pod {pod}: {source}")]
     Source { pod: String, source: SourceError },
     #[error("network {network}: {source}")]
-    ConfDir { network: String, source: ConfDirError },
+    ConfDir {
+        network: String,
+        source: ConfDirError,
+    },
     #[error(transparent)]
     Resolve(#[from] ResolveError),
     #[error(transparent)]
     Attach(#[from] AttachError),
     #[error("network {network}: cannot move the default route to {ifname}: {source}")]
-    DefaultRoute { network: String, ifname: IfName, source: NetlinkError },
-    #[error("network {network}: default-route asks for the result's gateway, but the result has none")]
+    DefaultRoute {
+        network: String,
+        ifname: IfName,
+        source: NetlinkError,
+    },
+    #[error(
+        "network {network}: default-route asks for the result's gateway, but the result has none"
+    )]
     NoGateway { network: String },
     #[error(transparent)]
     Records(#[from] RecordError),
@@ -55,7 +67,11 @@ pub enum Error {
 }
 
 fn join(failures: &[DetachFailure]) -> String {
-    failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    failures
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl Error {
@@ -74,12 +90,17 @@ impl Error {
     pub fn cni_code(&self) -> u32 {
         match self {
             Self::Request(e) => e.code,
-            Self::Selection { .. } | Self::UnknownNetwork { .. } | Self::ConfDir { .. } | Self::NoGateway { .. } => code::INVALID_CONFIG,
+            Self::Selection { .. }
+            | Self::UnknownNetwork { .. }
+            | Self::ConfDir { .. }
+            | Self::NoGateway { .. } => code::INVALID_CONFIG,
             Self::Source { .. } => code::TRY_AGAIN_LATER,
             Self::Resolve(e) => e.cni_code(),
             Self::Attach(e) => e.cni_code(),
             Self::DefaultRoute { .. } | Self::Records(_) => code::IO_FAILURE,
-            Self::Detach(failures) => failures.first().map_or(code::INTERNAL, |f| f.error.cni_code()),
+            Self::Detach(failures) => failures
+                .first()
+                .map_or(code::INTERNAL, |f| f.error.cni_code()),
             Self::UnknownContainer(_) => code::UNKNOWN_CONTAINER,
             Self::NotReady(_) => code::NOT_AVAILABLE,
         }
@@ -119,20 +140,37 @@ pub struct Plexus {
 }
 
 impl Plexus {
-    pub fn new(config: Config, source: Arc<dyn Source>, executor: Arc<dyn Executor>, records: RecordStore) -> Result<Self, String> {
+    pub fn new(
+        config: Config,
+        source: Arc<dyn Source>,
+        executor: Arc<dyn Executor>,
+        records: RecordStore,
+    ) -> Result<Self, String> {
         let default_networks = config.default_network_refs()?;
-        Ok(Self { config, default_networks, source, executor, records, locks: ContainerLocks::default(), gc_gate: Default::default() })
+        Ok(Self {
+            config,
+            default_networks,
+            source,
+            executor,
+            records,
+            locks: ContainerLocks::default(),
+            gc_gate: Default::default(),
+        })
     }
 
     pub fn source(&self) -> &dyn Source {
         self.source.as_ref()
     }
 
-    fn attachment_of<'r>(request: &'r CniRequest) -> Result<(&'r ContainerId, &'r IfName)> {
+    fn attachment_of(request: &CniRequest) -> Result<(&ContainerId, &IfName)> {
         // CniRequest::parse guarantees both for ADD, DEL and CHECK.
         match (&request.container_id, &request.ifname) {
             (Some(id), Some(ifname)) => Ok((id, ifname)),
-            _ => Err(Error::Request(CniError::new(code::INVALID_ENVIRONMENT, "CNI_CONTAINERID and CNI_IFNAME are required", ""))),
+            _ => Err(Error::Request(CniError::new(
+                code::INVALID_ENVIRONMENT,
+                "CNI_CONTAINERID and CNI_IFNAME are required",
+                "",
+            ))),
         }
     }
 
@@ -144,20 +182,31 @@ impl Plexus {
         self.clean_leftovers(id, &request.netns).await?;
         let pod_key = request.args.pod().map_err(Error::Request)?;
         let pod = self.pod_info(pod_key.as_ref()).await?;
-        let delegates = self.resolve(request, ifname, pod_key.as_ref(), pod.as_deref()).await?;
+        let delegates = self
+            .resolve(request, ifname, pod_key.as_ref(), pod.as_deref())
+            .await?;
         let mut record = PodRecord {
             container_id: id.clone(),
             ifname: ifname.clone(),
             netns: request.netns.clone(),
             pod: pod_key,
             runtime_version: request.conf.cni_version,
-            attachments: delegates.iter().map(|d| Attachment { delegate: d.clone(), result: None }).collect(),
+            attachments: delegates
+                .iter()
+                .map(|d| Attachment {
+                    delegate: d.clone(),
+                    result: None,
+                })
+                .collect(),
             network_status: Vec::new(),
         };
         // The intent covers every delegate before any runs: after a crash, DEL undoes them all,
         // and DEL of a delegate that never ran is harmless.
         self.records.save(&record)?;
-        let target = Target { container_id: id.as_str(), netns: &request.netns };
+        let target = Target {
+            container_id: id.as_str(),
+            netns: &request.netns,
+        };
         let results = match self.attach_and_route(&delegates, target).await {
             Ok(results) => results,
             Err(error) => {
@@ -184,13 +233,23 @@ impl Plexus {
         Ok(())
     }
 
-    async fn attach_and_route(&self, delegates: &[Delegate], target: Target<'_>) -> Result<Vec<Value>> {
+    async fn attach_and_route(
+        &self,
+        delegates: &[Delegate],
+        target: Target<'_>,
+    ) -> Result<Vec<Value>> {
         let results = attach::attach_all(self.executor.as_ref(), delegates, target).await?;
-        if let Err(error) = self.move_default_route(delegates, &results, target.netns).await {
+        if let Err(error) = self
+            .move_default_route(delegates, &results, target.netns)
+            .await
+        {
             let done: Vec<Attachment> = delegates
                 .iter()
                 .zip(&results)
-                .map(|(d, r)| Attachment { delegate: d.clone(), result: Some(r.clone()) })
+                .map(|(d, r)| Attachment {
+                    delegate: d.clone(),
+                    result: Some(r.clone()),
+                })
                 .collect();
             for failure in attach::detach_all(self.executor.as_ref(), &done, target).await {
                 tracing::warn!(error = %failure, "rollback DEL failed; the runtime's DEL will retry");
@@ -200,40 +259,76 @@ impl Plexus {
         Ok(results)
     }
 
-    async fn move_default_route(&self, delegates: &[Delegate], results: &[Value], netns: &str) -> Result<()> {
-        let Some((delegate, result)) = delegates.iter().zip(results).find(|(d, _)| d.default_route.is_some()) else {
+    async fn move_default_route(
+        &self,
+        delegates: &[Delegate],
+        results: &[Value],
+        netns: &str,
+    ) -> Result<()> {
+        let Some((delegate, result)) = delegates
+            .iter()
+            .zip(results)
+            .find(|(d, _)| d.default_route.is_some())
+        else {
             return Ok(());
         };
         let mut gateways: Vec<IpAddr> = delegate.default_route.clone().unwrap_or_default();
         if gateways.is_empty() {
             // An empty list is not defined by the spec; like Multus, use the result's gateways.
-            gateways = parse_result(delegate, result)?.ips.iter().filter_map(|ip| ip.gateway).collect();
+            gateways = parse_result(delegate, result)?
+                .ips
+                .iter()
+                .filter_map(|ip| ip.gateway)
+                .collect();
         }
         if gateways.is_empty() {
-            return Err(Error::NoGateway { network: delegate.network.clone() });
+            return Err(Error::NoGateway {
+                network: delegate.network.clone(),
+            });
         }
-        netlink::move_default_route(netns, delegate.ifname.as_str(), gateways).await.map_err(|source| Error::DefaultRoute {
-            network: delegate.network.clone(),
-            ifname: delegate.ifname.clone(),
-            source,
-        })
+        netlink::move_default_route(netns, delegate.ifname.as_str(), gateways)
+            .await
+            .map_err(|source| Error::DefaultRoute {
+                network: delegate.network.clone(),
+                ifname: delegate.ifname.clone(),
+                source,
+            })
     }
 
     /// The runtime's reply and the network-status entries, from the delegates' results.
-    fn report(&self, request: &CniRequest, delegates: &[Delegate], results: &[Value]) -> Result<(Vec<u8>, Vec<NetworkStatus>)> {
+    fn report(
+        &self,
+        request: &CniRequest,
+        delegates: &[Delegate],
+        results: &[Value],
+    ) -> Result<(Vec<u8>, Vec<NetworkStatus>)> {
         let mut parsed = Vec::with_capacity(results.len());
         let mut statuses = Vec::with_capacity(results.len());
         for (delegate, result) in delegates.iter().zip(results) {
             let result = parse_result(delegate, result)?;
-            let moved = delegate.default_route.as_ref().map(|_| delegate_gateways(delegate, &result));
-            statuses.push(status::status_entry(&delegate.network, delegate.is_default, Some(&result), moved.as_deref()));
+            let moved = delegate
+                .default_route
+                .as_ref()
+                .map(|_| delegate_gateways(delegate, &result));
+            statuses.push(status::status_entry(
+                &delegate.network,
+                delegate.is_default,
+                Some(&result),
+                moved.as_deref(),
+            ));
             parsed.push(result);
         }
         let prev = match &request.conf.prev_result {
             Some(prev) => Some(
                 CniResult::parse(prev.to_string().as_bytes(), request.conf.cni_version)
                     .map(|(r, _)| r)
-                    .map_err(|e| Error::Request(CniError::new(code::DECODING_FAILURE, "cannot decode prevResult", e.to_string())))?,
+                    .map_err(|e| {
+                        Error::Request(CniError::new(
+                            code::DECODING_FAILURE,
+                            "cannot decode prevResult",
+                            e.to_string(),
+                        ))
+                    })?,
             ),
             None => None,
         };
@@ -246,7 +341,10 @@ impl Plexus {
 
     async fn pod_info(&self, key: Option<&PodKey>) -> Result<Option<Arc<PodInfo>>> {
         let Some(key) = key else { return Ok(None) };
-        let pod = self.source.pod(key).await.map_err(|source| Error::Source { pod: key.to_string(), source })?;
+        let pod = self.source.pod(key).await.map_err(|source| Error::Source {
+            pod: key.to_string(),
+            source,
+        })?;
         if pod.is_none() {
             tracing::info!(pod = %key, "pod not known to the source; attaching the cluster network only");
         }
@@ -254,62 +352,108 @@ impl Plexus {
     }
 
     /// The pod's delegates: cluster network, default networks, then its selections.
-    async fn resolve(&self, request: &CniRequest, ifname: &IfName, pod_key: Option<&PodKey>, pod: Option<&PodInfo>) -> Result<Vec<Delegate>> {
+    async fn resolve(
+        &self,
+        request: &CniRequest,
+        ifname: &IfName,
+        pod_key: Option<&PodKey>,
+        pod: Option<&PodInfo>,
+    ) -> Result<Vec<Delegate>> {
         let pod_label = pod_key.map_or_else(|| "(unnamed)".to_owned(), ToString::to_string);
         let namespace = match pod_key {
             Some(key) => key.namespace.clone(),
-            None => Namespace::parse(FALLBACK_NAMESPACE).map_err(|e| Error::Request(CniError::new(code::INTERNAL, e.to_string(), "")))?,
+            None => Namespace::parse(FALLBACK_NAMESPACE)
+                .map_err(|e| Error::Request(CniError::new(code::INTERNAL, e.to_string(), "")))?,
         };
-        let mut selections: Vec<Selection> = self.default_networks.iter().cloned().map(Selection::new).collect();
+        let mut selections: Vec<Selection> = self
+            .default_networks
+            .iter()
+            .cloned()
+            .map(Selection::new)
+            .collect();
         if let Some(annotation) = pod.and_then(|p| p.annotation(NETWORKS_ANNOTATION)) {
-            let parsed = selection::parse_networks(annotation).map_err(|source| Error::Selection { pod: pod_label.clone(), source })?;
+            let parsed =
+                selection::parse_networks(annotation).map_err(|source| Error::Selection {
+                    pod: pod_label.clone(),
+                    source: Box::new(source),
+                })?;
             selections.extend(parsed);
         }
         let cluster = self.cluster_network().await?;
         let mut secondaries = Vec::with_capacity(selections.len());
         for selection in selections {
-            let network = self.selected_network(&selection, &namespace, &pod_label).await?;
+            let network = self
+                .selected_network(&selection, &namespace, &pod_label)
+                .await?;
             secondaries.push((selection, network));
         }
-        let cni_args = resolve::delegate_cni_args(&request.args.raw, pod.and_then(|p| p.uid.as_deref()));
-        let context = PodContext { runtime_ifname: ifname, runtime_config: &request.conf.runtime_config, cni_args: &cni_args };
+        let cni_args =
+            resolve::delegate_cni_args(&request.args.raw, pod.and_then(|p| p.uid.as_deref()));
+        let context = PodContext {
+            runtime_ifname: ifname,
+            runtime_config: &request.conf.runtime_config,
+            cni_args: &cni_args,
+        };
         Ok(resolve::plan(cluster, secondaries, &context)?)
     }
 
     async fn cluster_network(&self) -> Result<Network> {
         let wanted = self.config.cluster_network.as_deref();
-        let file = confdir::cluster_network(&self.config.cni_conf_dir, wanted).map_err(|source| Error::ConfDir {
-            network: wanted.unwrap_or("(cluster network)").to_owned(),
-            source,
-        })?;
+        let file =
+            confdir::cluster_network(&self.config.cni_conf_dir, wanted).map_err(|source| {
+                Error::ConfDir {
+                    network: wanted.unwrap_or("(cluster network)").to_owned(),
+                    source,
+                }
+            })?;
         let name = file.name().unwrap_or_default().to_owned();
-        self.settle_version(Unversioned::parse(&name, &name, &file.bytes)?).await
+        self.settle_version(Unversioned::parse(&name, &name, &file.bytes)?)
+            .await
     }
 
-    async fn selected_network(&self, selection: &Selection, pod_namespace: &Namespace, pod_label: &str) -> Result<Network> {
+    async fn selected_network(
+        &self,
+        selection: &Selection,
+        pod_namespace: &Namespace,
+        pod_label: &str,
+    ) -> Result<Network> {
         let (namespace, name) = selection.network.in_namespace(pod_namespace);
         let label = format!("{namespace}/{name}");
         let nad = self
             .source
             .nad(&namespace, &name)
             .await
-            .map_err(|source| Error::Source { pod: pod_label.to_owned(), source })?
-            .ok_or_else(|| Error::UnknownNetwork { pod: pod_label.to_owned(), network: label.clone() })?;
+            .map_err(|source| Error::Source {
+                pod: pod_label.to_owned(),
+                source,
+            })?
+            .ok_or_else(|| Error::UnknownNetwork {
+                pod: pod_label.to_owned(),
+                network: label.clone(),
+            })?;
         let bytes = match nad.inline_config() {
             Some(inline) => inline.as_bytes().to_vec(),
             None => {
                 confdir::find_by_name(&self.config.cni_conf_dir, name.as_str())
-                    .map_err(|source| Error::ConfDir { network: label.clone(), source })?
+                    .map_err(|source| Error::ConfDir {
+                        network: label.clone(),
+                        source,
+                    })?
                     .bytes
             }
         };
-        self.settle_version(Unversioned::parse(&label, name.as_str(), &bytes)?).await
+        self.settle_version(Unversioned::parse(&label, name.as_str(), &bytes)?)
+            .await
     }
 
     async fn settle_version(&self, network: Unversioned) -> Result<Network> {
         let supported = match network.version {
             Some(_) => Vec::new(),
-            None => self.executor.supported_versions(network.first_plugin()).await,
+            None => {
+                self.executor
+                    .supported_versions(network.first_plugin())
+                    .await
+            }
         };
         Ok(network.with_plugin_versions(&supported)?)
     }
@@ -328,15 +472,26 @@ impl Plexus {
     /// Deletes every attachment of the record; what could not be deleted stays recorded, so
     /// the runtime's next DEL tries exactly those again.
     async fn detach_record(&self, mut record: PodRecord, netns: &str) -> Result<()> {
-        let target = Target { container_id: record.container_id.as_str(), netns };
+        let target = Target {
+            container_id: record.container_id.as_str(),
+            netns,
+        };
         let span = tracing::info_span!("detach_pod", container = %record.container_id, pod = ?record.pod.as_ref().map(ToString::to_string));
-        let failures = attach::detach_all(self.executor.as_ref(), &record.attachments, target).instrument(span).await;
+        let failures = attach::detach_all(self.executor.as_ref(), &record.attachments, target)
+            .instrument(span)
+            .await;
         if failures.is_empty() {
             self.records.remove(&record.container_id)?;
             return Ok(());
         }
         let failed: Vec<usize> = failures.iter().map(|f| f.index).collect();
-        record.attachments = record.attachments.into_iter().enumerate().filter(|(i, _)| failed.contains(i)).map(|(_, a)| a).collect();
+        record.attachments = record
+            .attachments
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| failed.contains(i))
+            .map(|(_, a)| a)
+            .collect();
         self.records.save(&record)?;
         Err(Error::Detach(failures))
     }
@@ -345,11 +500,21 @@ impl Plexus {
     pub async fn check(&self, request: &CniRequest) -> Result<()> {
         let (id, _) = Self::attachment_of(request)?;
         let _container = self.locks.lock(id).await;
-        let record = self.records.load(id)?.ok_or_else(|| Error::UnknownContainer(id.clone()))?;
-        let target = Target { container_id: id.as_str(), netns: &request.netns };
+        let record = self
+            .records
+            .load(id)?
+            .ok_or_else(|| Error::UnknownContainer(id.clone()))?;
+        let target = Target {
+            container_id: id.as_str(),
+            netns: &request.netns,
+        };
         for attachment in &record.attachments {
-            let result = attachment.result.as_ref().ok_or_else(|| Error::UnknownContainer(id.clone()))?;
-            attach::check_chain(self.executor.as_ref(), &attachment.delegate, result, target).await?;
+            let result = attachment
+                .result
+                .as_ref()
+                .ok_or_else(|| Error::UnknownContainer(id.clone()))?;
+            attach::check_chain(self.executor.as_ref(), &attachment.delegate, result, target)
+                .await?;
         }
         Ok(())
     }
@@ -358,9 +523,15 @@ impl Plexus {
     pub async fn status(&self) -> Result<()> {
         let readiness = self.source.readiness();
         if !readiness.ready {
-            return Err(Error::NotReady(format!("the source has not loaded: {}", readiness.problems.join("; "))));
+            return Err(Error::NotReady(format!(
+                "the source has not loaded: {}",
+                readiness.problems.join("; ")
+            )));
         }
-        let cluster = self.cluster_network().await.map_err(|e| Error::NotReady(e.to_string()))?;
+        let cluster = self
+            .cluster_network()
+            .await
+            .map_err(|e| Error::NotReady(e.to_string()))?;
         let delegate = Delegate {
             network: cluster.label,
             is_default: true,
@@ -372,7 +543,9 @@ impl Plexus {
             cni_args: String::new(),
             default_route: None,
         };
-        attach::status_chain(self.executor.as_ref(), &delegate).await.map_err(|e| Error::NotReady(e.to_string()))
+        attach::status_chain(self.executor.as_ref(), &delegate)
+            .await
+            .map_err(|e| Error::NotReady(e.to_string()))
     }
 
     /// GC: fully deletes every recorded attachment the runtime no longer lists, then lets each
@@ -384,7 +557,9 @@ impl Plexus {
         let mut kept = Vec::new();
         for record in self.records.list()? {
             let record = record?;
-            let listed = valid.iter().any(|(c, i)| c == record.container_id.as_str() && i == record.ifname.as_str());
+            let listed = valid
+                .iter()
+                .any(|(c, i)| c == record.container_id.as_str() && i == record.ifname.as_str());
             if listed {
                 kept.push(record);
                 continue;
@@ -397,8 +572,17 @@ impl Plexus {
                 Err(other) => return Err(other),
             }
         }
-        failures.extend(attach::gc_networks(self.executor.as_ref(), &kept).await.into_iter().map(|error| DetachFailure { index: 0, error }));
-        if failures.is_empty() { Ok(()) } else { Err(Error::Detach(failures)) }
+        failures.extend(
+            attach::gc_networks(self.executor.as_ref(), &kept)
+                .await
+                .into_iter()
+                .map(|error| DetachFailure { index: 0, error }),
+        );
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Detach(failures))
+        }
     }
 
     /// The network-status entries recorded for a container.
@@ -408,15 +592,17 @@ impl Plexus {
 }
 
 fn parse_result(delegate: &Delegate, result: &Value) -> Result<CniResult> {
-    CniResult::parse(result.to_string().as_bytes(), delegate.version).map(|(r, _)| r).map_err(|e| {
-        Error::Attach(AttachError::BadResult {
-            network: delegate.network.clone(),
-            ifname: delegate.ifname.to_string(),
-            command: crate::cni::Command::Add,
-            plugin: "(recorded result)".into(),
-            reason: e.to_string(),
+    CniResult::parse(result.to_string().as_bytes(), delegate.version)
+        .map(|(r, _)| r)
+        .map_err(|e| {
+            Error::Attach(AttachError::BadResult {
+                network: delegate.network.clone(),
+                ifname: delegate.ifname.to_string(),
+                command: crate::cni::Command::Add,
+                plugin: "(recorded result)".into(),
+                reason: e.to_string(),
+            })
         })
-    })
 }
 
 /// The gateways a default-route selection ended up with, for network-status.

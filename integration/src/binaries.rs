@@ -6,12 +6,19 @@ use std::path::PathBuf;
 fn target_dir() -> PathBuf {
     // The test binary lives in target/<profile>/deps/.
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent().and_then(|deps| deps.parent()).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .to_path_buf()
 }
 
 fn binary(name: &str) -> PathBuf {
     let path = target_dir().join(name);
-    assert!(path.is_file(), "{} is missing: build it first (`cargo build --workspace --bins`, as `make test` does)", path.display());
+    assert!(
+        path.is_file(),
+        "{} is missing: build it first (`cargo build --workspace --bins`, as `make test` does)",
+        path.display()
+    );
     path
 }
 

@@ -45,7 +45,8 @@ impl Netns {
 
     /// Interface names in the namespace.
     pub fn links(&self) -> Vec<String> {
-        let json: serde_json::Value = serde_json::from_str(&self.ip(&["-j", "link", "show"])).expect("ip -j link");
+        let json: serde_json::Value =
+            serde_json::from_str(&self.ip(&["-j", "link", "show"])).expect("ip -j link");
         json.as_array()
             .into_iter()
             .flatten()
@@ -56,6 +57,8 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
     }
 }

@@ -39,7 +39,8 @@ impl NodeBuilder {
 
     /// Another file in the CNI conf dir. `@IPAM@` is replaced by the node's IPAM dir.
     pub fn conf_file(mut self, file: &str, body: &str) -> Self {
-        self.extra_conf_files.push((file.to_owned(), body.to_owned()));
+        self.extra_conf_files
+            .push((file.to_owned(), body.to_owned()));
         self
     }
 
@@ -57,8 +58,16 @@ impl NodeBuilder {
 
     pub fn start(self) -> Node {
         let netns = Netns::new("node");
-        let dir = tempfile::Builder::new().prefix("plexus-test-").tempdir().expect("temp dir");
-        let node = Node { plexusd: None, netns, dir, config: self.config };
+        let dir = tempfile::Builder::new()
+            .prefix("plexus-test-")
+            .tempdir()
+            .expect("temp dir");
+        let node = Node {
+            plexusd: None,
+            netns,
+            dir,
+            config: self.config,
+        };
         for sub in ["net.d", "manifests", "records", "ipam"] {
             std::fs::create_dir_all(node.dir.path().join(sub)).expect("mkdir");
         }
@@ -71,7 +80,9 @@ impl NodeBuilder {
             node.write_manifest(file, yaml);
         }
         if self.uplink {
-            node.netns.ip(&["link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p"]);
+            node.netns.ip(&[
+                "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink0p",
+            ]);
             node.netns.ip(&["link", "set", "uplink0", "up"]);
             node.netns.ip(&["link", "set", "uplink0p", "up"]);
         }
@@ -101,7 +112,13 @@ pub struct Node {
 
 impl Node {
     pub fn builder() -> NodeBuilder {
-        NodeBuilder { cluster_conf: None, manifests: Vec::new(), extra_conf_files: Vec::new(), config: Vec::new(), uplink: false }
+        NodeBuilder {
+            cluster_conf: None,
+            manifests: Vec::new(),
+            extra_conf_files: Vec::new(),
+            config: Vec::new(),
+            uplink: false,
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -153,7 +170,11 @@ impl Node {
             config.push('\n');
         }
         std::fs::write(dir.join("plexusd.yaml"), config).expect("write config");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("plexusd.log")).expect("log file");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("plexusd.log"))
+            .expect("log file");
         let child = Command::new("ip")
             .args(["netns", "exec", self.netns.name()])
             .arg(binaries::plexusd())
@@ -172,10 +193,8 @@ impl Node {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some(child) = self.plexusd.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    panic!("plexusd exited with {status}: {}", self.log());
-                }
+            if let Some(Ok(Some(status))) = self.plexusd.as_mut().map(Child::try_wait) {
+                panic!("plexusd exited with {status}: {}", self.log());
             }
             if self.get("/readyz").is_some_and(|(status, _)| status == 200) {
                 return;
@@ -223,18 +242,29 @@ impl Node {
     /// A GET on plexusd's socket: status code and body.
     pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let mut stream = UnixStream::connect(self.socket()).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: plexus\r\nConnection: close\r\n\r\n").ok()?;
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .ok()?;
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: plexus\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
         let mut reply = String::new();
         stream.read_to_string(&mut reply).ok()?;
         let status = reply.split(' ').nth(1)?.parse().ok()?;
-        let body = reply.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = reply
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         Some((status, dechunk(&body)))
     }
 
     /// The network-status plexusd recorded for a pod.
     pub fn network_status(&self, pod: &Pod) -> Value {
-        let (status, body) = self.get(&format!("/v1/network-status/{}", pod.container_id)).expect("GET network-status");
+        let (status, body) = self
+            .get(&format!("/v1/network-status/{}", pod.container_id))
+            .expect("GET network-status");
         assert_eq!(status, 200, "network-status: {body}");
         serde_json::from_str(&body).expect("network-status JSON")
     }
@@ -244,7 +274,10 @@ impl Node {
         let want = format!("nads={nads} ");
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if self.get("/readyz").is_some_and(|(_, body)| body.contains(&want)) {
+            if self
+                .get("/readyz")
+                .is_some_and(|(_, body)| body.contains(&want))
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -284,17 +317,31 @@ impl Node {
     /// GC with the given pods as the still-valid attachments.
     pub fn gc(&self, valid: &[&Pod]) -> ShimOutput {
         let mut conf = self.plexus_conf("1.1.0");
-        conf["cni.dev/valid-attachments"] =
-            valid.iter().map(|p| json!({"containerID": p.container_id, "ifname": "eth0"})).collect();
-        let env = CniEnv { command: "GC".into(), path: binaries::CNI_BIN_DIR.into(), ..Default::default() };
+        conf["cni.dev/valid-attachments"] = valid
+            .iter()
+            .map(|p| json!({"containerID": p.container_id, "ifname": "eth0"}))
+            .collect();
+        let env = CniEnv {
+            command: "GC".into(),
+            path: binaries::CNI_BIN_DIR.into(),
+            ..Default::default()
+        };
         shim::exec(&env, &conf.to_string())
     }
 
     /// IPs host-local has handed out (files named after addresses) in every network's dir.
     pub fn ipam_allocations(&self) -> Vec<String> {
         let mut found = Vec::new();
-        for network in std::fs::read_dir(self.ipam_dir()).into_iter().flatten().flatten() {
-            for file in std::fs::read_dir(network.path()).into_iter().flatten().flatten() {
+        for network in std::fs::read_dir(self.ipam_dir())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for file in std::fs::read_dir(network.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 let name = file.file_name().to_string_lossy().into_owned();
                 if name.parse::<std::net::IpAddr>().is_ok() {
                     found.push(format!("{}/{name}", network.file_name().to_string_lossy()));
@@ -319,21 +366,29 @@ impl Node {
 
     /// Host-side veth interfaces in the node (what bridge and ptp plugins leave per pod).
     pub fn veths(&self) -> Vec<String> {
-        self.netns.links().into_iter().filter(|l| l.starts_with("veth")).collect()
+        self.netns
+            .links()
+            .into_iter()
+            .filter(|l| l.starts_with("veth"))
+            .collect()
     }
 }
 
 fn dechunk(body: &str) -> String {
     // axum answers small bodies with Content-Length; chunked bodies start with a hex size.
     let mut lines = body.split("\r\n");
-    let Some(first) = lines.next() else { return String::new() };
+    let Some(first) = lines.next() else {
+        return String::new();
+    };
     if usize::from_str_radix(first.trim(), 16).is_err() || !body.contains("\r\n") {
         return body.to_owned();
     }
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else { break };
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
         if size == 0 || tail.len() < size {
             break;
         }
@@ -347,7 +402,11 @@ impl Drop for Node {
     fn drop(&mut self) {
         self.stop_plexusd();
         if std::thread::panicking() {
-            eprintln!("---- plexusd log ({}) ----\n{}", self.netns.name(), self.log());
+            eprintln!(
+                "---- plexusd log ({}) ----\n{}",
+                self.netns.name(),
+                self.log()
+            );
         }
     }
 }

@@ -41,7 +41,8 @@ impl Pod {
 
     /// The interfaces in the pod besides loopback, with their addresses in CIDR form.
     pub fn links(&self) -> Vec<Link> {
-        let json: Value = serde_json::from_str(&self.netns.ip(&["-j", "addr", "show"])).expect("ip -j addr");
+        let json: Value =
+            serde_json::from_str(&self.netns.ip(&["-j", "addr", "show"])).expect("ip -j addr");
         json.as_array()
             .into_iter()
             .flatten()
@@ -54,7 +55,13 @@ impl Pod {
                     .into_iter()
                     .flatten()
                     .filter(|a| a["scope"] != "link")
-                    .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or_default(), a["prefixlen"]))
+                    .map(|a| {
+                        format!(
+                            "{}/{}",
+                            a["local"].as_str().unwrap_or_default(),
+                            a["prefixlen"]
+                        )
+                    })
                     .collect(),
             })
             .collect()
@@ -72,12 +79,14 @@ impl Pod {
 
     /// The pod's routes, as `ip -j route` prints them.
     pub fn routes(&self) -> Vec<Value> {
-        let json: Value = serde_json::from_str(&self.netns.ip(&["-j", "route", "show"])).expect("ip -j route");
+        let json: Value =
+            serde_json::from_str(&self.netns.ip(&["-j", "route", "show"])).expect("ip -j route");
         json.as_array().cloned().unwrap_or_default()
     }
 
     /// Whether `address` answers a ping sent out of `ifname`.
     pub fn ping(&self, ifname: &str, address: &str) -> bool {
-        self.netns.exec_ok(&["ping", "-c", "1", "-W", "2", "-I", ifname, address])
+        self.netns
+            .exec_ok(&["ping", "-c", "1", "-W", "2", "-I", ifname, address])
     }
 }

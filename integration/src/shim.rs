@@ -20,7 +20,8 @@ impl ShimOutput {
 
     /// stdout as JSON (a result or an error object).
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("shim stdout is not JSON ({e}): {self:?}"))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("shim stdout is not JSON ({e}): {self:?}"))
     }
 
     /// The error object, asserting the call failed.
@@ -61,7 +62,12 @@ pub fn exec(env: &CniEnv, stdin: &str) -> ShimOutput {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn plexus shim");
-    child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("write stdin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
     let output = child.wait_with_output().expect("shim output");
     ShimOutput {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),

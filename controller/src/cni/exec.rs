@@ -39,9 +39,17 @@ pub enum ExecError {
     #[error("could not start plugin {plugin}: {source}")]
     Spawn { plugin: String, source: io::Error },
     #[error("plugin {plugin} did not finish within {after:?} and was killed")]
-    Timeout { plugin: String, after: Duration, stderr: String },
+    Timeout {
+        plugin: String,
+        after: Duration,
+        stderr: String,
+    },
     #[error("plugin {plugin} failed: {error}")]
-    Failed { plugin: String, error: CniError, stderr: String },
+    Failed {
+        plugin: String,
+        error: CniError,
+        stderr: String,
+    },
 }
 
 impl ExecError {
@@ -87,8 +95,17 @@ const TEXT_BUSY_PAUSE: Duration = Duration::from_secs(1);
 
 impl PluginExecutor {
     pub fn new(bin_dirs: Vec<PathBuf>, deadline: Duration) -> Self {
-        let cni_path = bin_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(":");
-        Self { bin_dirs, cni_path, deadline, versions: Mutex::new(HashMap::new()) }
+        let cni_path = bin_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(":");
+        Self {
+            bin_dirs,
+            cni_path,
+            deadline,
+            versions: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The first regular, executable file named `plugin_type` in the plugin directories.
@@ -99,9 +116,17 @@ impl PluginExecutor {
             && plugin_type != "."
             && plugin_type != "..";
         plain
-            .then(|| self.bin_dirs.iter().map(|dir| dir.join(plugin_type)).find(|p| is_executable_file(p)))
+            .then(|| {
+                self.bin_dirs
+                    .iter()
+                    .map(|dir| dir.join(plugin_type))
+                    .find(|p| is_executable_file(p))
+            })
             .flatten()
-            .ok_or_else(|| ExecError::NotFound { plugin: plugin_type.to_owned(), dirs: self.cni_path.clone() })
+            .ok_or_else(|| ExecError::NotFound {
+                plugin: plugin_type.to_owned(),
+                dirs: self.cni_path.clone(),
+            })
     }
 
     async fn exec(&self, call: &DelegateCall) -> Result<Vec<u8>, ExecError> {
@@ -109,14 +134,19 @@ impl PluginExecutor {
         let mut attempt = 0;
         let child = loop {
             match self.spawn(&binary, call) {
-                Err(e) if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < TEXT_BUSY_RETRIES => {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < TEXT_BUSY_RETRIES =>
+                {
                     attempt += 1;
                     tokio::time::sleep(TEXT_BUSY_PAUSE).await;
                 }
                 other => break other,
             }
         }
-        .map_err(|source| ExecError::Spawn { plugin: call.plugin_type.clone(), source })?;
+        .map_err(|source| ExecError::Spawn {
+            plugin: call.plugin_type.clone(),
+            source,
+        })?;
         self.wait(child, call).await
     }
 
@@ -125,7 +155,10 @@ impl PluginExecutor {
         command
             // Nothing from plexusd's own environment may leak into a delegate (SPECS §3).
             .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()))
+            .env(
+                "PATH",
+                std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            )
             .env("CNI_COMMAND", call.command.as_str())
             .env("CNI_CONTAINERID", &call.container_id)
             .env("CNI_NETNS", &call.netns)
@@ -143,7 +176,8 @@ impl PluginExecutor {
 
     async fn wait(&self, mut child: Child, call: &DelegateCall) -> Result<Vec<u8>, ExecError> {
         let group = child.id().map(|pid| Pid::from_raw(pid as i32));
-        let (stdin, stdout, stderr) = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let (stdin, stdout, stderr) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let io = async {
             let write = async {
                 if let Some(mut stdin) = stdin {
@@ -151,30 +185,56 @@ impl PluginExecutor {
                     let _ = stdin.write_all(&call.stdin).await;
                 }
             };
-            let (_, out, err, status) = tokio::join!(write, read_all(stdout), read_all(stderr), child.wait());
+            let (_, out, err, status) =
+                tokio::join!(write, read_all(stdout), read_all(stderr), child.wait());
             (out, err, status)
         };
-        match tokio::time::timeout(self.deadline, io).await {
-            Ok((stdout, stderr, status)) => {
-                let stderr = String::from_utf8_lossy(&stderr).into_owned();
-                let success = status.as_ref().map(|s| s.success()).unwrap_or(false);
-                if success {
-                    if !stderr.is_empty() {
-                        tracing::debug!(plugin = %call.plugin_type, %stderr, "delegate stderr");
-                    }
-                    return Ok(stdout);
-                }
-                let error = CniError::from_stdout(&stdout).unwrap_or_else(|| unstructured_failure(&stdout, &status));
-                Err(ExecError::Failed { plugin: call.plugin_type.clone(), error, stderr })
-            }
-            Err(_) => {
-                if let Some(group) = group {
-                    let _ = killpg(group, Signal::SIGKILL);
-                }
-                Err(ExecError::Timeout { plugin: call.plugin_type.clone(), after: self.deadline, stderr: String::new() })
-            }
+        tokio::pin!(io);
+        tokio::select! {
+            (stdout, stderr, status) = &mut io => return finish(call, stdout, &stderr, status),
+            () = tokio::time::sleep(self.deadline) => {}
         }
+        if let Some(group) = group {
+            let _ = killpg(group, Signal::SIGKILL);
+        }
+        // With the whole group dead its pipes close, and what it wrote on stderr so far is
+        // usually the best clue to why it hung. A process that left the group could keep
+        // them open, hence the bound.
+        let stderr = match tokio::time::timeout(KILL_GRACE, &mut io).await {
+            Ok((_, stderr, _)) => String::from_utf8_lossy(&stderr).into_owned(),
+            Err(_) => String::new(),
+        };
+        Err(ExecError::Timeout {
+            plugin: call.plugin_type.clone(),
+            after: self.deadline,
+            stderr,
+        })
     }
+}
+
+/// How long to wait for a killed plugin's pipes to close.
+const KILL_GRACE: Duration = Duration::from_secs(2);
+
+fn finish(
+    call: &DelegateCall,
+    stdout: Vec<u8>,
+    stderr: &[u8],
+    status: io::Result<std::process::ExitStatus>,
+) -> Result<Vec<u8>, ExecError> {
+    let stderr = String::from_utf8_lossy(stderr).into_owned();
+    if status.as_ref().is_ok_and(|s| s.success()) {
+        if !stderr.is_empty() {
+            tracing::debug!(plugin = %call.plugin_type, %stderr, "delegate stderr");
+        }
+        return Ok(stdout);
+    }
+    let error =
+        CniError::from_stdout(&stdout).unwrap_or_else(|| unstructured_failure(&stdout, &status));
+    Err(ExecError::Failed {
+        plugin: call.plugin_type.clone(),
+        error,
+        stderr,
+    })
 }
 
 fn unstructured_failure(stdout: &[u8], status: &io::Result<std::process::ExitStatus>) -> CniError {
@@ -182,7 +242,11 @@ fn unstructured_failure(stdout: &[u8], status: &io::Result<std::process::ExitSta
         Ok(status) => status.to_string(),
         Err(e) => e.to_string(),
     };
-    CniError::new(super::code::INTERNAL, format!("plugin failed ({how}) without a CNI error"), String::from_utf8_lossy(stdout))
+    CniError::new(
+        super::code::INTERNAL,
+        format!("plugin failed ({how}) without a CNI error"),
+        String::from_utf8_lossy(stdout),
+    )
 }
 
 async fn read_all<R: tokio::io::AsyncRead + Unpin>(pipe: Option<R>) -> Vec<u8> {
@@ -200,11 +264,15 @@ fn parse_version_answer(stdout: &[u8]) -> Vec<String> {
         #[serde(rename = "supportedVersions", default)]
         supported: Vec<String>,
     }
-    serde_json::from_slice::<Answer>(stdout).map(|a| a.supported).unwrap_or_default()
+    serde_json::from_slice::<Answer>(stdout)
+        .map(|a| a.supported)
+        .unwrap_or_default()
 }
 
 fn is_executable_file(path: &Path) -> bool {
-    std::fs::metadata(path).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 impl Executor for PluginExecutor {
@@ -226,7 +294,12 @@ impl Executor for PluginExecutor {
 
     fn supported_versions<'a>(&'a self, plugin_type: &'a str) -> BoxFuture<'a, Vec<String>> {
         Box::pin(async move {
-            if let Some(known) = self.versions.lock().ok().and_then(|v| v.get(plugin_type).cloned()) {
+            if let Some(known) = self
+                .versions
+                .lock()
+                .ok()
+                .and_then(|v| v.get(plugin_type).cloned())
+            {
                 return known.as_ref().clone();
             }
             let call = DelegateCall {
@@ -251,5 +324,199 @@ impl Executor for PluginExecutor {
             }
             supported
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A plugin directory with shell-script plugins.
+    struct Plugins {
+        dirs: Vec<tempfile::TempDir>,
+    }
+
+    impl Plugins {
+        fn new(count: usize) -> Self {
+            Self {
+                dirs: (0..count).map(|_| tempfile::tempdir().unwrap()).collect(),
+            }
+        }
+
+        fn add(&self, dir: usize, name: &str, script: &str) {
+            let path = self.dirs[dir].path().join(name);
+            std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+
+        fn executor(&self, deadline: Duration) -> PluginExecutor {
+            PluginExecutor::new(
+                self.dirs.iter().map(|d| d.path().to_owned()).collect(),
+                deadline,
+            )
+        }
+    }
+
+    fn call(plugin: &str) -> DelegateCall {
+        DelegateCall {
+            plugin_type: plugin.into(),
+            command: Command::Add,
+            container_id: "c1".into(),
+            netns: "/run/netns/x".into(),
+            ifname: "net1".into(),
+            cni_args: "IgnoreUnknown=1;K8S_POD_NAME=web".into(),
+            stdin: br#"{"cniVersion":"1.0.0"}"#.to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_plugin_in_the_second_directory_is_found_and_gets_exactly_the_cni_environment() {
+        let plugins = Plugins::new(2);
+        plugins.add(1, "echoenv", "cat >/dev/null; env | sort");
+        // Something in plexusd's own environment must not reach the delegate.
+        // SAFETY: set_var is unsafe in edition 2024 because of other threads reading the
+        // environment; the variable is unique to this test and read by no one in-process.
+        unsafe { std::env::set_var("PLEXUS_TEST_LEAK", "1") };
+        let out = plugins
+            .executor(Duration::from_secs(5))
+            .run(call("echoenv"))
+            .await
+            .unwrap();
+        let env = String::from_utf8(out).unwrap();
+        for expected in [
+            "CNI_COMMAND=ADD",
+            "CNI_CONTAINERID=c1",
+            "CNI_NETNS=/run/netns/x",
+            "CNI_IFNAME=net1",
+            "CNI_ARGS=IgnoreUnknown=1;K8S_POD_NAME=web",
+        ] {
+            assert!(
+                env.lines().any(|l| l == expected),
+                "{expected} missing in {env}"
+            );
+        }
+        let path_line = env.lines().find(|l| l.starts_with("CNI_PATH=")).unwrap();
+        assert_eq!(path_line.matches(':').count(), 1, "{path_line}");
+        assert!(!env.contains("PLEXUS_TEST_LEAK"));
+    }
+
+    #[tokio::test]
+    async fn a_missing_plugin_names_the_type_and_the_search_path() {
+        let plugins = Plugins::new(1);
+        let err = plugins
+            .executor(Duration::from_secs(5))
+            .run(call("nope"))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("nope") && text.contains(&plugins.dirs[0].path().display().to_string()),
+            "{text}"
+        );
+        assert!(matches!(err, ExecError::NotFound { .. }));
+    }
+
+    #[tokio::test]
+    async fn a_path_as_plugin_type_is_never_executed() {
+        let plugins = Plugins::new(1);
+        let err = plugins
+            .executor(Duration::from_secs(5))
+            .run(call("../../bin/true"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ExecError::NotFound { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_failing_plugin_keeps_its_code_and_its_stderr() {
+        let plugins = Plugins::new(1);
+        plugins.add(
+            0,
+            "fails",
+            r#"cat >/dev/null; echo "disk on fire" >&2; echo '{"cniVersion":"1.0.0","code":11,"msg":"busy","details":"later"}'; exit 1"#,
+        );
+        let err = plugins
+            .executor(Duration::from_secs(5))
+            .run(call("fails"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.cni_code(), 11);
+        assert_eq!(err.stderr().trim(), "disk on fire");
+        assert!(err.to_string().contains("busy"));
+    }
+
+    #[tokio::test]
+    async fn a_plugin_that_dies_without_an_error_object_is_reported_with_its_exit_status() {
+        let plugins = Plugins::new(1);
+        plugins.add(0, "crashes", "cat >/dev/null; echo garbage; exit 3");
+        let err = plugins
+            .executor(Duration::from_secs(5))
+            .run(call("crashes"))
+            .await
+            .unwrap_err();
+        assert_eq!(err.cni_code(), crate::cni::code::INTERNAL);
+        assert!(err.to_string().contains("exit status: 3"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_plugin_past_its_deadline_is_killed_with_its_children_and_its_stderr_kept() {
+        let plugins = Plugins::new(1);
+        let pidfile = plugins.dirs[0].path().join("child.pid");
+        plugins.add(
+            0,
+            "hangs",
+            &format!(
+                "echo 'waiting for godot' >&2; sleep 300 & echo $! > {}; wait",
+                pidfile.display()
+            ),
+        );
+        let err = plugins
+            .executor(Duration::from_millis(300))
+            .run(call("hangs"))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, ExecError::Timeout { .. }), "{err}");
+        assert_eq!(err.stderr().trim(), "waiting for godot");
+        let child: i32 = std::fs::read_to_string(&pidfile)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        // The grandchild was in the plugin's process group, so it is gone too (or a zombie
+        // waiting for whoever adopted it to reap it).
+        let dead = (0..50).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            std::fs::read_to_string(format!("/proc/{child}/stat")).map_or(true, |stat| {
+                stat.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+            })
+        });
+        assert!(dead, "the plugin's child {child} survived the deadline");
+    }
+
+    #[tokio::test]
+    async fn version_answers_are_asked_once_and_cached() {
+        let plugins = Plugins::new(1);
+        let counter = plugins.dirs[0].path().join("count");
+        plugins.add(
+            0,
+            "versioned",
+            &format!(r#"cat >/dev/null; echo x >> {}; echo '{{"cniVersion":"1.0.0","supportedVersions":["0.4.0","1.0.0"]}}'"#, counter.display()),
+        );
+        let executor = plugins.executor(Duration::from_secs(5));
+        assert_eq!(
+            executor.supported_versions("versioned").await,
+            ["0.4.0", "1.0.0"]
+        );
+        assert_eq!(
+            executor.supported_versions("versioned").await,
+            ["0.4.0", "1.0.0"]
+        );
+        assert_eq!(
+            std::fs::read_to_string(&counter).unwrap().lines().count(),
+            1
+        );
     }
 }

@@ -10,7 +10,10 @@ fn bridge_cluster_network_and_macvlan_secondary_appear_in_the_pod() {
     let web = Pod::new("tenant", "web");
     let node = Node::builder()
         .uplink()
-        .manifest("nads.yaml", &nad("tenant", "data", &macvlan("data", "198.18.1.0/24")))
+        .manifest(
+            "nads.yaml",
+            &nad("tenant", "data", &macvlan("data", "198.18.1.0/24")),
+        )
         .manifest("pods.yaml", &pod(&web, "data"))
         .start();
 
@@ -23,10 +26,23 @@ fn bridge_cluster_network_and_macvlan_secondary_appear_in_the_pod() {
     assert!(net1.addresses[0].starts_with("198.18.1."), "{net1:?}");
     // The runtime gets every interface but only the cluster network's addresses.
     assert_eq!(result["cniVersion"], "1.1.0");
-    let ips: Vec<&str> = result["ips"].as_array().unwrap().iter().map(|ip| ip["address"].as_str().unwrap()).collect();
+    let ips: Vec<&str> = result["ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|ip| ip["address"].as_str().unwrap())
+        .collect();
     assert_eq!(ips, [eth0.addresses[0].as_str()]);
-    let interfaces: Vec<&str> = result["interfaces"].as_array().unwrap().iter().map(|i| i["name"].as_str().unwrap()).collect();
-    assert!(interfaces.contains(&"eth0") && interfaces.contains(&"net1"), "{interfaces:?}");
+    let interfaces: Vec<&str> = result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert!(
+        interfaces.contains(&"eth0") && interfaces.contains(&"net1"),
+        "{interfaces:?}"
+    );
     // The cluster IP's interface index points at eth0 in the merged list.
     let index = result["ips"][0]["interface"].as_u64().unwrap() as usize;
     assert_eq!(result["interfaces"][index]["name"], "eth0");
@@ -54,7 +70,14 @@ fn two_pods_reach_each_other_over_a_bridge_secondary() {
     let a = Pod::new("tenant", "a");
     let b = Pod::new("tenant", "b");
     let node = Node::builder()
-        .manifest("nads.yaml", &nad("tenant", "east", &bridge("east", "br-east", "198.18.2.0/24")))
+        .manifest(
+            "nads.yaml",
+            &nad(
+                "tenant",
+                "east",
+                &bridge("east", "br-east", "198.18.2.0/24"),
+            ),
+        )
         .manifest("a.yaml", &pod(&a, "east"))
         .manifest("b.yaml", &pod(&b, "east"))
         .start();
@@ -77,7 +100,10 @@ fn ptp_secondary_gets_its_address() {
         "cniVersion": "1.0.0", "name": "p2p", "type": "ptp",
         "ipam": {"type": "host-local", "ranges": [[{"subnet": "198.18.3.0/24"}]], "dataDir": "@IPAM@"}
     });
-    let node = Node::builder().manifest("n.yaml", &nad("tenant", "p2p", &ptp)).manifest("p.yaml", &pod(&web, "p2p")).start();
+    let node = Node::builder()
+        .manifest("n.yaml", &nad("tenant", "p2p", &ptp))
+        .manifest("p.yaml", &pod(&web, "p2p"))
+        .start();
     node.add(&web).result();
     assert!(web.link("net1").unwrap().addresses[0].starts_with("198.18.3."));
     assert!(node.del(&web).success());
@@ -117,13 +143,28 @@ fn a_0_3_1_delegate_result_is_converted_to_the_runtimes_version() {
     let web = Pod::new("tenant", "web");
     let mut old = bridge("old", "br-old", "198.18.5.0/24");
     old["cniVersion"] = json!("0.3.1");
-    let node = Node::builder().manifest("n.yaml", &nad("tenant", "old", &old)).manifest("p.yaml", &pod(&web, "old")).start();
+    let node = Node::builder()
+        .manifest("n.yaml", &nad("tenant", "old", &old))
+        .manifest("p.yaml", &pod(&web, "old"))
+        .start();
     let result = node.add(&web).result();
     assert_eq!(result["cniVersion"], "1.1.0");
     // 1.x results carry no `version` on ips; the record keeps the delegate's own 0.3.1 form.
-    assert!(result["ips"].as_array().unwrap().iter().all(|ip| ip.get("version").is_none()));
-    let record: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(node.records_dir().join(format!("{}.json", web.container_id))).unwrap()).unwrap();
+    assert!(
+        result["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|ip| ip.get("version").is_none())
+    );
+    let record: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            node.records_dir()
+                .join(format!("{}.json", web.container_id)),
+        )
+        .unwrap(),
+    )
+    .unwrap();
     assert_eq!(record["attachments"][1]["result"]["cniVersion"], "0.3.1");
     assert_eq!(record["attachments"][1]["result"]["ips"][0]["version"], "4");
     assert!(node.del(&web).success());
@@ -143,7 +184,10 @@ fn the_runtime_gets_its_own_older_version_back() {
 fn a_nad_with_empty_config_uses_the_conf_file_with_that_json_name() {
     let web = Pod::new("tenant", "web");
     let node = Node::builder()
-        .conf_file("50-any-file-name.conf", &bridge("storage", "br-storage", "198.18.6.0/24").to_string())
+        .conf_file(
+            "50-any-file-name.conf",
+            &bridge("storage", "br-storage", "198.18.6.0/24").to_string(),
+        )
         .manifest("n.yaml", &nad_without_config("tenant", "storage"))
         .manifest("p.yaml", &pod(&web, "storage"))
         .start();
@@ -169,12 +213,19 @@ fn default_route_moves_to_the_selected_network() {
         .manifest("p.yaml", &pod(&web, &annotation.to_string()))
         .start();
     let result = node.add(&web).result();
-    let defaults: Vec<_> = web.routes().into_iter().filter(|r| r["dst"] == "default").collect();
+    let defaults: Vec<_> = web
+        .routes()
+        .into_iter()
+        .filter(|r| r["dst"] == "default")
+        .collect();
     assert_eq!(defaults.len(), 1, "{defaults:?}");
     assert_eq!(defaults[0]["gateway"], "198.18.7.1");
     assert_eq!(defaults[0]["dev"], "net1");
     let routes = result["routes"].as_array().cloned().unwrap_or_default();
-    assert!(routes.iter().all(|r| r["dst"] != "0.0.0.0/0"), "cluster default route still reported: {routes:?}");
+    assert!(
+        routes.iter().all(|r| r["dst"] != "0.0.0.0/0"),
+        "cluster default route still reported: {routes:?}"
+    );
     let status = node.network_status(&web);
     assert_eq!(status[1]["default-route"], json!(["198.18.7.1"]));
     assert!(status[0].get("default-route").is_none());

@@ -7,8 +7,14 @@ use crate::fixtures::{bridge, nad, pod};
 
 fn node_with_networks(pods: &[(&Pod, &str)]) -> Node {
     let mut builder = Node::builder()
-        .manifest("a.yaml", &nad("tenant", "net-a", &bridge("net-a", "br-a", "198.18.8.0/24")))
-        .manifest("b.yaml", &nad("shared", "net-b", &bridge("net-b", "br-b", "198.18.9.0/24")));
+        .manifest(
+            "a.yaml",
+            &nad("tenant", "net-a", &bridge("net-a", "br-a", "198.18.8.0/24")),
+        )
+        .manifest(
+            "b.yaml",
+            &nad("shared", "net-b", &bridge("net-b", "br-b", "198.18.9.0/24")),
+        );
     for (i, (p, networks)) in pods.iter().enumerate() {
         builder = builder.manifest(&format!("pod{i}.yaml"), &pod(p, networks));
     }
@@ -41,7 +47,15 @@ fn json_form_names_interfaces_and_the_same_nad_twice_gives_two_attachments() {
     assert_eq!(web.link_names(), ["eth0", "first", "net2", "net3"]);
     let status = node.network_status(&web);
     assert_eq!(status.as_array().unwrap().len(), 4);
-    assert_eq!(status.as_array().unwrap().iter().filter(|s| s["default"] == true).count(), 1);
+    assert_eq!(
+        status
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["default"] == true)
+            .count(),
+        1
+    );
     assert!(node.del(&web).success());
     assert!(node.ipam_allocations().is_empty());
 }
@@ -59,8 +73,14 @@ fn a_pod_without_the_annotation_gets_only_the_cluster_network() {
 fn default_networks_from_the_config_come_before_the_selections() {
     let web = Pod::new("tenant", "web");
     let node = Node::builder()
-        .manifest("a.yaml", &nad("tenant", "net-a", &bridge("net-a", "br-a", "198.18.8.0/24")))
-        .manifest("b.yaml", &nad("shared", "net-b", &bridge("net-b", "br-b", "198.18.9.0/24")))
+        .manifest(
+            "a.yaml",
+            &nad("tenant", "net-a", &bridge("net-a", "br-a", "198.18.8.0/24")),
+        )
+        .manifest(
+            "b.yaml",
+            &nad("shared", "net-b", &bridge("net-b", "br-b", "198.18.9.0/24")),
+        )
         .manifest("p.yaml", &pod(&web, "net-a"))
         .config_line("defaultNetworks: [shared/net-b]")
         .start();
@@ -73,10 +93,22 @@ fn default_networks_from_the_config_come_before_the_selections() {
 #[test]
 fn a_new_nad_manifest_is_used_by_the_next_add_without_a_restart() {
     let web = Pod::new("tenant", "web");
-    let node = Node::builder().manifest("p.yaml", &pod(&web, "late")).start();
+    let node = Node::builder()
+        .manifest("p.yaml", &pod(&web, "late"))
+        .start();
     let error = node.add(&web).error();
-    assert!(error["msg"].as_str().unwrap().contains("tenant/late"), "{error}");
-    node.write_manifest("late.yaml", &nad("tenant", "late", &bridge("late", "br-late", "198.18.10.0/24")));
+    assert!(
+        error["msg"].as_str().unwrap().contains("tenant/late"),
+        "{error}"
+    );
+    node.write_manifest(
+        "late.yaml",
+        &nad(
+            "tenant",
+            "late",
+            &bridge("late", "br-late", "198.18.10.0/24"),
+        ),
+    );
     node.wait_for_nads(1);
     node.add(&web).result();
     assert!(web.link("net1").is_some());

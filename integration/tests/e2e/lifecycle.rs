@@ -5,7 +5,10 @@ use plexus_integration::{Node, Pod};
 use crate::fixtures::{bridge, macvlan, nad, pod};
 
 fn node_with_data_network(pods: &[&Pod]) -> Node {
-    let mut builder = Node::builder().uplink().manifest("nad.yaml", &nad("tenant", "data", &macvlan("data", "198.18.16.0/24")));
+    let mut builder = Node::builder().uplink().manifest(
+        "nad.yaml",
+        &nad("tenant", "data", &macvlan("data", "198.18.16.0/24")),
+    );
     for (i, p) in pods.iter().enumerate() {
         builder = builder.manifest(&format!("pod{i}.yaml"), &pod(p, "data"));
     }
@@ -79,7 +82,10 @@ fn check_passes_after_add_and_names_the_network_whose_interface_vanished() {
     assert!(ok.success() && ok.stdout.is_empty(), "{ok:?}");
     web.netns.ip(&["link", "del", "net1"]);
     let error = node.check(&web).error();
-    assert!(error["msg"].as_str().unwrap().contains("tenant/data"), "{error}");
+    assert!(
+        error["msg"].as_str().unwrap().contains("tenant/data"),
+        "{error}"
+    );
     assert!(node.del(&web).success());
 }
 
@@ -95,7 +101,14 @@ fn gc_deletes_the_attachments_missing_from_the_valid_list() {
     let keep = Pod::new("tenant", "keep");
     let stale = Pod::new("tenant", "stale");
     let node = Node::builder()
-        .manifest("nad.yaml", &nad("tenant", "east", &bridge("east", "br-east", "198.18.17.0/24")))
+        .manifest(
+            "nad.yaml",
+            &nad(
+                "tenant",
+                "east",
+                &bridge("east", "br-east", "198.18.17.0/24"),
+            ),
+        )
         .manifest("k.yaml", &pod(&keep, "east"))
         .manifest("s.yaml", &pod(&stale, "east"))
         .start();
@@ -118,8 +131,11 @@ fn a_crash_after_the_intent_was_written_is_cleaned_by_del() {
     let mut node = node_with_data_network(&[&web]);
     node.add(&web).result();
     // Simulate a crash between the intent and the result: results gone from the record.
-    let path = node.records_dir().join(format!("{}.json", web.container_id));
-    let mut record: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    let path = node
+        .records_dir()
+        .join(format!("{}.json", web.container_id));
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
     for attachment in record["attachments"].as_array_mut().unwrap() {
         attachment.as_object_mut().unwrap().remove("result");
     }
