@@ -10,7 +10,10 @@ use crate::names::NetworkRef;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("config file {path} is invalid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("config file {path}: {message}")]
@@ -69,11 +72,21 @@ impl Default for Config {
 impl Config {
     /// Reads the file; a missing `path` means the defaults.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let Some(path) = path else { return Ok(Self::default()) };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        let config: Self = serde_saphyr::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
-        config.validate().map_err(|message| ConfigError::Invalid { path: path.to_owned(), message })?;
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Self = serde_saphyr::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: path.to_owned(),
+            message,
+        })?;
         Ok(config)
     }
 
@@ -112,10 +125,14 @@ mod tests {
 
     #[test]
     fn a_partial_file_keeps_the_other_defaults() {
-        let config = parse("socketPath: /tmp/x.sock\ndefaultNetworks: [kube-system/storage]\n").unwrap();
+        let config =
+            parse("socketPath: /tmp/x.sock\ndefaultNetworks: [kube-system/storage]\n").unwrap();
         assert_eq!(config.socket_path, PathBuf::from("/tmp/x.sock"));
         assert_eq!(config.cni_conf_dir, PathBuf::from("/etc/cni/net.d"));
-        assert_eq!(config.default_network_refs().unwrap()[0].to_string(), "kube-system/storage");
+        assert_eq!(
+            config.default_network_refs().unwrap()[0].to_string(),
+            "kube-system/storage"
+        );
     }
 
     #[test]
@@ -129,6 +146,9 @@ mod tests {
 
     #[test]
     fn no_file_means_defaults() {
-        assert_eq!(Config::load(None).unwrap().delegate_timeout(), Duration::from_secs(60));
+        assert_eq!(
+            Config::load(None).unwrap().delegate_timeout(),
+            Duration::from_secs(60)
+        );
     }
 }

@@ -32,7 +32,12 @@ impl ContainerLocks {
             Err(_) => Slot::default(),
         };
         let guard = Arc::clone(&slot).lock_owned().await;
-        ContainerGuard { id: id.clone(), slot, guard: Some(guard), slots: Arc::clone(&self.slots) }
+        ContainerGuard {
+            id: id.clone(),
+            slot,
+            guard: Some(guard),
+            slots: Arc::clone(&self.slots),
+        }
     }
 }
 
@@ -63,7 +68,10 @@ mod tests {
             tokio::spawn(async move { drop(locks.lock(&id).await) })
         };
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(!waiter.is_finished(), "second lock of the same container did not wait");
+        assert!(
+            !waiter.is_finished(),
+            "second lock of the same container did not wait"
+        );
         let other = locks.lock(&ContainerId::parse("c2").unwrap()).await;
         drop(other);
         drop(first);

@@ -45,7 +45,10 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let source = FilesSource::load(&config.manifest_dir);
     let _watcher = source.watch()?;
     let records = RecordStore::open(&config.records_dir)?;
-    let executor = Arc::new(PluginExecutor::new(config.cni_bin_dirs.clone(), config.delegate_timeout()));
+    let executor = Arc::new(PluginExecutor::new(
+        config.cni_bin_dirs.clone(),
+        config.delegate_timeout(),
+    ));
     let socket = config.socket_path.clone();
     let plexus = Arc::new(Plexus::new(config, source, executor, records)?);
     server::serve(&socket, plexus, shutdown_signal()).await?;
@@ -69,8 +72,11 @@ async fn shutdown_signal() {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

@@ -15,7 +15,11 @@ pub struct NameError {
 
 impl NameError {
     fn new(kind: &'static str, value: &str, why: &'static str) -> Self {
-        Self { kind, value: value.to_owned(), why }
+        Self {
+            kind,
+            value: value.to_owned(),
+            why,
+        }
     }
 }
 
@@ -127,7 +131,10 @@ fn check_ifname(value: &str) -> Result<(), &'static str> {
     if value == "." || value == ".." {
         return Err("must not be '.' or '..'");
     }
-    if value.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control()) {
+    if value
+        .chars()
+        .any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    {
         return Err("must not contain '/', ':' or whitespace");
     }
     Ok(())
@@ -151,10 +158,17 @@ fn check_dns_part(part: &str) -> Result<(), &'static str> {
     let bytes = part.as_bytes();
     match (bytes.first(), bytes.last()) {
         (None, _) | (_, None) => Err("must not be empty"),
-        (Some(first), Some(last)) if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() => {
+        (Some(first), Some(last))
+            if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() =>
+        {
             Err("must start and end with a lowercase letter or digit")
         }
-        _ if bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-') => Ok(()),
+        _ if bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-') =>
+        {
+            Ok(())
+        }
         _ => Err("may only contain lowercase letters, digits and '-'"),
     }
 }
@@ -191,13 +205,19 @@ impl NetworkRef {
                 namespace: Some(Namespace::parse(namespace)?),
                 name: ObjectName::parse(name)?,
             }),
-            None => Ok(Self { namespace: None, name: ObjectName::parse(value)? }),
+            None => Ok(Self {
+                namespace: None,
+                name: ObjectName::parse(value)?,
+            }),
         }
     }
 
     /// The namespace this reference means for a pod in `pod_namespace`.
     pub fn in_namespace(&self, pod_namespace: &Namespace) -> (Namespace, ObjectName) {
-        let namespace = self.namespace.clone().unwrap_or_else(|| pod_namespace.clone());
+        let namespace = self
+            .namespace
+            .clone()
+            .unwrap_or_else(|| pod_namespace.clone());
         (namespace, self.name.clone())
     }
 }
@@ -250,7 +270,12 @@ mod tests {
         assert_eq!(r.name.as_str(), "net-a");
         let bare = NetworkRef::parse("net-a").unwrap();
         assert_eq!(bare.namespace, None);
-        assert_eq!(bare.in_namespace(&Namespace::parse("pods").unwrap()).0.as_str(), "pods");
+        assert_eq!(
+            bare.in_namespace(&Namespace::parse("pods").unwrap())
+                .0
+                .as_str(),
+            "pods"
+        );
         assert!(NetworkRef::parse("a/b/c").is_err());
     }
 }

@@ -21,7 +21,10 @@ pub enum RecordError {
     #[error("record store {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
     #[error("record {path} is unreadable: {source}")]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
 }
 
 /// One delegate of a pod and what its ADD returned.
@@ -60,7 +63,10 @@ impl RecordStore {
     /// Opens (and creates) the directory, removing temp files a crash left behind.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, RecordError> {
         let dir = dir.into();
-        let io_err = |source| RecordError::Io { path: dir.clone(), source };
+        let io_err = |source| RecordError::Io {
+            path: dir.clone(),
+            source,
+        };
         fs::create_dir_all(&dir).map_err(io_err)?;
         for entry in fs::read_dir(&dir).map_err(io_err)?.flatten() {
             if entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX) {
@@ -84,11 +90,18 @@ impl RecordStore {
 
     pub fn save(&self, record: &PodRecord) -> Result<(), RecordError> {
         let path = self.path(&record.container_id);
-        let temp = self.dir.join(format!("{}{TEMP_SUFFIX}", record.container_id));
-        let io_err = |source| RecordError::Io { path: path.clone(), source };
+        let temp = self
+            .dir
+            .join(format!("{}{TEMP_SUFFIX}", record.container_id));
+        let io_err = |source| RecordError::Io {
+            path: path.clone(),
+            source,
+        };
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| io_err(io::Error::other(e)))?;
         let mut file = File::create(&temp).map_err(io_err)?;
-        file.write_all(&bytes).and_then(|()| file.sync_all()).map_err(io_err)?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err)?;
         fs::rename(&temp, &path).map_err(io_err)?;
         self.sync_dir()
     }
@@ -105,7 +118,10 @@ impl RecordStore {
 
     /// Every record, for GC. Unreadable records are returned as errors, not skipped silently.
     pub fn list(&self) -> Result<Vec<Result<PodRecord, RecordError>>, RecordError> {
-        let entries = fs::read_dir(&self.dir).map_err(|source| RecordError::Io { path: self.dir.clone(), source })?;
+        let entries = fs::read_dir(&self.dir).map_err(|source| RecordError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
         let mut records = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
@@ -123,16 +139,27 @@ impl RecordStore {
     fn sync_dir(&self) -> Result<(), RecordError> {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
-            .map_err(|source| RecordError::Io { path: self.dir.clone(), source })
+            .map_err(|source| RecordError::Io {
+                path: self.dir.clone(),
+                source,
+            })
     }
 }
 
 fn read_record(path: &Path) -> Result<Option<PodRecord>, RecordError> {
     match fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|source| RecordError::Corrupt { path: path.to_owned(), source }),
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| RecordError::Corrupt {
+                    path: path.to_owned(),
+                    source,
+                })
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(RecordError::Io { path: path.to_owned(), source }),
+        Err(source) => Err(RecordError::Io {
+            path: path.to_owned(),
+            source,
+        }),
     }
 }

@@ -15,13 +15,32 @@ use crate::selection::Selection;
 #[derive(Debug, thiserror::Error)]
 pub enum ResolveError {
     #[error("network {network}: invalid config: {source}")]
-    Config { network: String, source: NetconfError },
-    #[error("network {network}: no CNI version both Plexus and plugin {plugin:?} speak (config asks for {asked})")]
-    NoCommonVersion { network: String, plugin: String, asked: String },
+    Config {
+        network: String,
+        source: NetconfError,
+    },
+    #[error(
+        "network {network}: no CNI version both Plexus and plugin {plugin:?} speak (config asks for {asked})"
+    )]
+    NoCommonVersion {
+        network: String,
+        plugin: String,
+        asked: String,
+    },
     #[error("network {network}: interface {ifname} is already used by network {other}")]
-    DuplicateInterface { network: String, ifname: IfName, other: String },
-    #[error("network {network}: the selection asks for {key} but no plugin of the network declares the {capability:?} capability")]
-    MissingCapability { network: String, key: &'static str, capability: &'static str },
+    DuplicateInterface {
+        network: String,
+        ifname: IfName,
+        other: String,
+    },
+    #[error(
+        "network {network}: the selection asks for {key} but no plugin of the network declares the {capability:?} capability"
+    )]
+    MissingCapability {
+        network: String,
+        key: &'static str,
+        capability: &'static str,
+    },
 }
 
 impl ResolveError {
@@ -29,7 +48,9 @@ impl ResolveError {
         match self {
             Self::Config { source, .. } => source.cni_code(),
             Self::NoCommonVersion { .. } => crate::cni::code::INCOMPATIBLE_VERSION,
-            Self::DuplicateInterface { .. } | Self::MissingCapability { .. } => crate::cni::code::INVALID_CONFIG,
+            Self::DuplicateInterface { .. } | Self::MissingCapability { .. } => {
+                crate::cni::code::INVALID_CONFIG
+            }
         }
     }
 }
@@ -58,7 +79,10 @@ pub struct Unversioned {
 impl Unversioned {
     /// Parses a config; a config without `name` gets `default_name` (NPWG §3.4.2).
     pub fn parse(label: &str, default_name: &str, bytes: &[u8]) -> Result<Self, ResolveError> {
-        let config_err = |source| ResolveError::Config { network: label.to_owned(), source };
+        let config_err = |source| ResolveError::Config {
+            network: label.to_owned(),
+            source,
+        };
         let mut config = NetworkConfig::parse(bytes).map_err(config_err)?;
         // NetworkConfig::parse accepted the bytes, so they are a JSON object.
         let mut raw: Value = serde_json::from_slice(bytes).unwrap_or_default();
@@ -69,24 +93,47 @@ impl Unversioned {
             }
         }
         let version = pick_config_version(config.cni_version.as_deref(), &config.cni_versions);
-        Ok(Self { label: label.to_owned(), config, raw, version })
+        Ok(Self {
+            label: label.to_owned(),
+            config,
+            raw,
+            version,
+        })
     }
 
     /// Settles the version with the plugin's own VERSION answer when the config has none.
-    pub fn with_plugin_versions(self, plugin_supported: &[String]) -> Result<Network, ResolveError> {
+    pub fn with_plugin_versions(
+        self,
+        plugin_supported: &[String],
+    ) -> Result<Network, ResolveError> {
         let version = match self.version {
             Some(version) => version,
-            None => crate::cni::version::highest_common(plugin_supported).ok_or_else(|| ResolveError::NoCommonVersion {
-                network: self.label.clone(),
-                plugin: self.first_plugin().to_owned(),
-                asked: self.config.cni_version.clone().unwrap_or_else(|| "nothing".into()),
+            None => crate::cni::version::highest_common(plugin_supported).ok_or_else(|| {
+                ResolveError::NoCommonVersion {
+                    network: self.label.clone(),
+                    plugin: self.first_plugin().to_owned(),
+                    asked: self
+                        .config
+                        .cni_version
+                        .clone()
+                        .unwrap_or_else(|| "nothing".into()),
+                }
             })?,
         };
-        Ok(Network { label: self.label, config: self.config, raw: self.raw, version })
+        Ok(Network {
+            label: self.label,
+            config: self.config,
+            raw: self.raw,
+            version,
+        })
     }
 
     pub fn first_plugin(&self) -> &str {
-        self.config.plugins.first().map(|p| p.plugin_type.as_str()).unwrap_or_default()
+        self.config
+            .plugins
+            .first()
+            .map(|p| p.plugin_type.as_str())
+            .unwrap_or_default()
     }
 }
 
@@ -115,7 +162,10 @@ impl Delegate {
     }
 
     pub fn cni_name(&self) -> &str {
-        self.config.get("name").and_then(Value::as_str).unwrap_or_default()
+        self.config
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
     }
 }
 
@@ -130,7 +180,11 @@ pub struct PodContext<'a> {
 
 /// The delegates of a pod: the cluster network on the runtime's interface, then each
 /// selection on its own interface (`net<position>` unless it names one, as Multus does).
-pub fn plan(cluster: Network, secondaries: Vec<(Selection, Network)>, pod: &PodContext<'_>) -> Result<Vec<Delegate>, ResolveError> {
+pub fn plan(
+    cluster: Network,
+    secondaries: Vec<(Selection, Network)>,
+    pod: &PodContext<'_>,
+) -> Result<Vec<Delegate>, ResolveError> {
     let mut delegates = Vec::with_capacity(secondaries.len() + 1);
     delegates.push(Delegate {
         network: cluster.label,
@@ -144,9 +198,16 @@ pub fn plan(cluster: Network, secondaries: Vec<(Selection, Network)>, pod: &PodC
         default_route: None,
     });
     for (position, (selection, network)) in secondaries.into_iter().enumerate() {
-        let ifname = selection.interface.clone().unwrap_or_else(|| IfName::numbered(position + 1));
+        let ifname = selection
+            .interface
+            .clone()
+            .unwrap_or_else(|| IfName::numbered(position + 1));
         if let Some(other) = delegates.iter().find(|d| d.ifname == ifname) {
-            return Err(ResolveError::DuplicateInterface { network: network.label, ifname, other: other.network.clone() });
+            return Err(ResolveError::DuplicateInterface {
+                network: network.label,
+                ifname,
+                other: other.network.clone(),
+            });
         }
         let runtime_config = selection_runtime_config(&selection, &network)?;
         delegates.push(Delegate {
@@ -166,19 +227,38 @@ pub fn plan(cluster: Network, secondaries: Vec<(Selection, Network)>, pod: &PodC
 
 /// The runtimeConfig a selection asks for. A key the network cannot honour fails the
 /// attachment (NPWG §4.1.2.1.x.2); per-plugin filtering happens when each request is built.
-fn selection_runtime_config(selection: &Selection, network: &Network) -> Result<Map<String, Value>, ResolveError> {
+fn selection_runtime_config(
+    selection: &Selection,
+    network: &Network,
+) -> Result<Map<String, Value>, ResolveError> {
     let mut wanted: Vec<(&'static str, &'static str, Value)> = Vec::new();
     if !selection.ips.is_empty() {
-        wanted.push(("ips", "ips", selection.ips.iter().map(|ip| Value::String(ip.to_string())).collect()));
+        wanted.push((
+            "ips",
+            "ips",
+            selection
+                .ips
+                .iter()
+                .map(|ip| Value::String(ip.to_string()))
+                .collect(),
+        ));
     }
     if let Some(mac) = &selection.mac {
         wanted.push(("mac", "mac", mac.to_string().into()));
     }
     if !selection.port_mappings.is_empty() {
-        wanted.push(("portMappings", "portMappings", serde_json::to_value(&selection.port_mappings).unwrap_or_default()));
+        wanted.push((
+            "portMappings",
+            "portMappings",
+            serde_json::to_value(&selection.port_mappings).unwrap_or_default(),
+        ));
     }
     if let Some(bandwidth) = &selection.bandwidth {
-        wanted.push(("bandwidth", "bandwidth", serde_json::to_value(bandwidth).unwrap_or_default()));
+        wanted.push((
+            "bandwidth",
+            "bandwidth",
+            serde_json::to_value(bandwidth).unwrap_or_default(),
+        ));
     }
     if let Some(guid) = &selection.infiniband_guid {
         wanted.push(("infiniband-guid", "infinibandGUID", guid.clone().into()));
@@ -186,7 +266,11 @@ fn selection_runtime_config(selection: &Selection, network: &Network) -> Result<
     let mut runtime_config = Map::new();
     for (key, capability, value) in wanted {
         if !network.config.declares(capability) {
-            return Err(ResolveError::MissingCapability { network: network.label.clone(), key, capability });
+            return Err(ResolveError::MissingCapability {
+                network: network.label.clone(),
+                key,
+                capability,
+            });
         }
         runtime_config.insert(capability.to_owned(), value);
     }
@@ -221,7 +305,11 @@ fn with_selection_args(base: &str, cni_args: Option<&Map<String, Value>>) -> Str
 /// libcni accept the Kubernetes keys, and the pod UID when the runtime did not send one.
 pub fn delegate_cni_args(runtime_args: &str, pod_uid: Option<&str>) -> String {
     let pairs: Vec<&str> = runtime_args.split(';').filter(|p| !p.is_empty()).collect();
-    let has = |key: &str| pairs.iter().any(|p| p.split_once('=').is_some_and(|(k, _)| k == key));
+    let has = |key: &str| {
+        pairs
+            .iter()
+            .any(|p| p.split_once('=').is_some_and(|(k, _)| k == key))
+    };
     let mut args = Vec::with_capacity(pairs.len() + 2);
     if !has("IgnoreUnknown") {
         args.push("IgnoreUnknown=1".to_owned());

@@ -23,7 +23,10 @@ use crate::service::Plexus;
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
     #[error("cannot prepare socket {path}: {source}")]
-    Socket { path: PathBuf, source: std::io::Error },
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -38,16 +41,25 @@ pub fn router(plexus: Arc<Plexus>) -> Router {
 }
 
 /// Serves on the unix socket until `shutdown` completes; the socket file is removed after.
-pub async fn serve(path: &Path, plexus: Arc<Plexus>, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+pub async fn serve(
+    path: &Path,
+    plexus: Arc<Plexus>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
     let listener = bind(path)?;
     tracing::info!(socket = %path.display(), "listening");
-    let served = axum::serve(listener, router(plexus)).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, router(plexus))
+        .with_graceful_shutdown(shutdown)
+        .await;
     let _ = std::fs::remove_file(path);
     served.map_err(ServerError::Serve)
 }
 
 fn bind(path: &Path) -> Result<UnixListener, ServerError> {
-    let socket_err = |source| ServerError::Socket { path: path.to_owned(), source };
+    let socket_err = |source| ServerError::Socket {
+        path: path.to_owned(),
+        source,
+    };
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent).map_err(socket_err)?;
     }
@@ -55,7 +67,10 @@ fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     // bind would not be the way to find out, so check by connecting first.
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(socket_err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another plexusd is listening")));
+            return Err(socket_err(std::io::Error::new(
+                std::io::ErrorKind::AddrInUse,
+                "another plexusd is listening",
+            )));
         }
         std::fs::remove_file(path).map_err(socket_err)?;
     }
@@ -69,7 +84,11 @@ async fn cni(State(plexus): State<Arc<Plexus>>, body: Bytes) -> Response {
     let wire: WireRequest = match serde_json::from_slice(&body) {
         Ok(wire) => wire,
         Err(e) => {
-            let error = CniError::new(code::DECODING_FAILURE, "cannot decode the request from the shim", e.to_string());
+            let error = CniError::new(
+                code::DECODING_FAILURE,
+                "cannot decode the request from the shim",
+                e.to_string(),
+            );
             return error_reply(&error, CniVersion::LATEST.as_str());
         }
     };
@@ -123,38 +142,68 @@ async fn dispatch(plexus: &Plexus, request: &CniRequest) -> crate::service::Resu
 
 fn version_answer(asked: CniVersion) -> Vec<u8> {
     let supported: Vec<&str> = CniVersion::ALL.iter().map(|v| v.as_str()).collect();
-    serde_json::json!({ "cniVersion": asked.as_str(), "supportedVersions": supported }).to_string().into_bytes()
+    serde_json::json!({ "cniVersion": asked.as_str(), "supportedVersions": supported })
+        .to_string()
+        .into_bytes()
 }
 
 /// An error answer: the CNI error object, with a status that tells the shim to exit non-zero.
 /// Requests the caller got wrong are 400; failures on plexusd's side of the call are 500.
 fn error_reply(error: &CniError, cni_version: &str) -> Response {
     let status = match error.code {
-        code::INVALID_ENVIRONMENT | code::DECODING_FAILURE | code::INCOMPATIBLE_VERSION | code::INVALID_CONFIG => StatusCode::BAD_REQUEST,
+        code::INVALID_ENVIRONMENT
+        | code::DECODING_FAILURE
+        | code::INCOMPATIBLE_VERSION
+        | code::INVALID_CONFIG => StatusCode::BAD_REQUEST,
         code::TRY_AGAIN_LATER | code::NOT_AVAILABLE => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    (status, [("content-type", "application/json")], error.to_bytes(cni_version)).into_response()
+    (
+        status,
+        [("content-type", "application/json")],
+        error.to_bytes(cni_version),
+    )
+        .into_response()
 }
 
 async fn readyz(State(plexus): State<Arc<Plexus>>) -> Response {
     let readiness = plexus.source().readiness();
-    let state = if readiness.ready { "ready" } else { "not ready: the source has not loaded" };
+    let state = if readiness.ready {
+        "ready"
+    } else {
+        "not ready: the source has not loaded"
+    };
     let mut text = format!("{state} {} \n", readiness.summary);
     for problem in &readiness.problems {
         text.push_str(&format!("problem: {problem}\n"));
     }
-    let status = if readiness.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if readiness.ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, text).into_response()
 }
 
-async fn network_status(State(plexus): State<Arc<Plexus>>, UrlPath(container_id): UrlPath<String>) -> Response {
+async fn network_status(
+    State(plexus): State<Arc<Plexus>>,
+    UrlPath(container_id): UrlPath<String>,
+) -> Response {
     let Ok(id) = ContainerId::parse(&container_id) else {
         return (StatusCode::BAD_REQUEST, "invalid container id\n").into_response();
     };
     match plexus.network_status(&id) {
-        Ok(Some(status)) => (StatusCode::OK, [("content-type", "application/json")], serde_json::to_vec(&status).unwrap_or_default()).into_response(),
-        Ok(None) => (StatusCode::NOT_FOUND, format!("no record for container {id}\n")).into_response(),
+        Ok(Some(status)) => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            serde_json::to_vec(&status).unwrap_or_default(),
+        )
+            .into_response(),
+        Ok(None) => (
+            StatusCode::NOT_FOUND,
+            format!("no record for container {id}\n"),
+        )
+            .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
     }
 }

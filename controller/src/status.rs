@@ -23,7 +23,11 @@ pub struct NetworkStatus {
     pub default: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<StatusDns>,
-    #[serde(rename = "default-route", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "default-route",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub default_route: Option<Vec<String>>,
 }
 
@@ -39,7 +43,12 @@ pub struct StatusDns {
 
 /// The entry for one attachment (NPWG §5.1.1): the first sandbox interface and its addresses,
 /// or a minimal entry when the delegate returned nothing to report.
-pub fn status_entry(network: &str, is_default: bool, result: Option<&CniResult>, default_route: Option<&[IpAddr]>) -> NetworkStatus {
+pub fn status_entry(
+    network: &str,
+    is_default: bool,
+    result: Option<&CniResult>,
+    default_route: Option<&[IpAddr]>,
+) -> NetworkStatus {
     let mut entry = NetworkStatus {
         name: network.to_owned(),
         interface: None,
@@ -64,7 +73,11 @@ pub fn status_entry(network: &str, is_default: bool, result: Option<&CniResult>,
     }
     let dns = &result.dns;
     if !dns.nameservers.is_empty() || dns.domain.is_some() || !dns.search.is_empty() {
-        entry.dns = Some(StatusDns { nameservers: dns.nameservers.clone(), domain: dns.domain.clone(), search: dns.search.clone() });
+        entry.dns = Some(StatusDns {
+            nameservers: dns.nameservers.clone(),
+            domain: dns.domain.clone(),
+            search: dns.search.clone(),
+        });
     }
     entry
 }
@@ -72,7 +85,12 @@ pub fn status_entry(network: &str, is_default: bool, result: Option<&CniResult>,
 /// The result the runtime gets: every interface, cluster network's first, but only the
 /// cluster network's addresses, routes and DNS, because runtimes report every address of the
 /// result as a pod IP (DESIGN: decisions). A `prev_result` from an earlier plugin is kept.
-pub fn merged_result(prev_result: Option<CniResult>, cluster: CniResult, secondaries: Vec<CniResult>, default_route_moved: bool) -> CniResult {
+pub fn merged_result(
+    prev_result: Option<CniResult>,
+    cluster: CniResult,
+    secondaries: Vec<CniResult>,
+    default_route_moved: bool,
+) -> CniResult {
     let mut merged = prev_result.unwrap_or_default();
     let mut cluster = cluster;
     if default_route_moved {

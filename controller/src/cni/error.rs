@@ -27,12 +27,17 @@ pub struct CniError {
 
 impl CniError {
     pub fn new(code: u32, msg: impl Into<String>, details: impl Into<String>) -> Self {
-        Self { code, msg: msg.into(), details: details.into() }
+        Self {
+            code,
+            msg: msg.into(),
+            details: details.into(),
+        }
     }
 
     /// The error object as printed for a request of `cni_version`.
     pub fn to_bytes(&self, cni_version: &str) -> Vec<u8> {
-        let mut object = serde_json::json!({ "cniVersion": cni_version, "code": self.code, "msg": self.msg });
+        let mut object =
+            serde_json::json!({ "cniVersion": cni_version, "code": self.code, "msg": self.msg });
         if !self.details.is_empty() {
             object["details"] = self.details.clone().into();
         }

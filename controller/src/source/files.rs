@@ -40,7 +40,10 @@ impl FilesSource {
     pub fn load(dir: impl Into<PathBuf>) -> Arc<Self> {
         let dir = dir.into();
         let catalog = Arc::new(read_catalog(&dir));
-        Arc::new(Self { dir, catalog: RwLock::new(catalog) })
+        Arc::new(Self {
+            dir,
+            catalog: RwLock::new(catalog),
+        })
     }
 
     /// Re-reads the directory now.
@@ -61,31 +64,42 @@ impl FilesSource {
     /// Follows changes to the directory until the returned watcher is dropped.
     pub fn watch(self: &Arc<Self>) -> notify::Result<notify::RecommendedWatcher> {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
-                let _ = tx.send(());
-            }
-        })?;
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                if event.is_ok() {
+                    let _ = tx.send(());
+                }
+            })?;
         watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
         let source = Arc::downgrade(self);
         tokio::spawn(async move {
             while rx.recv().await.is_some() {
                 tokio::time::sleep(SETTLE).await;
                 while rx.try_recv().is_ok() {}
-                let Some(source) = source.upgrade() else { break };
-                tokio::task::spawn_blocking(move || source.reload()).await.ok();
+                let Some(source) = source.upgrade() else {
+                    break;
+                };
+                tokio::task::spawn_blocking(move || source.reload())
+                    .await
+                    .ok();
             }
         });
         Ok(watcher)
     }
 
     fn snapshot(&self) -> Arc<Catalog> {
-        self.catalog.read().map(|c| Arc::clone(&c)).unwrap_or_default()
+        self.catalog
+            .read()
+            .map(|c| Arc::clone(&c))
+            .unwrap_or_default()
     }
 }
 
 impl Source for FilesSource {
-    fn pod<'a>(&'a self, key: &'a PodKey) -> BoxFuture<'a, Result<Option<Arc<PodInfo>>, SourceError>> {
+    fn pod<'a>(
+        &'a self,
+        key: &'a PodKey,
+    ) -> BoxFuture<'a, Result<Option<Arc<PodInfo>>, SourceError>> {
         let found = self.snapshot().pods.get(key).cloned();
         Box::pin(async move { Ok(found) })
     }
@@ -95,7 +109,11 @@ impl Source for FilesSource {
         namespace: &'a Namespace,
         name: &'a ObjectName,
     ) -> BoxFuture<'a, Result<Option<Arc<NetworkAttachmentDefinition>>, SourceError>> {
-        let found = self.snapshot().nads.get(&(namespace.clone(), name.clone())).cloned();
+        let found = self
+            .snapshot()
+            .nads
+            .get(&(namespace.clone(), name.clone()))
+            .cloned();
         Box::pin(async move { Ok(found) })
     }
 
@@ -114,14 +132,19 @@ fn read_catalog(dir: &Path) -> Catalog {
     let files = match manifest_files(dir) {
         Ok(files) => files,
         Err(e) => {
-            catalog.problems.push(format!("cannot read manifest directory {}: {e}", dir.display()));
+            catalog.problems.push(format!(
+                "cannot read manifest directory {}: {e}",
+                dir.display()
+            ));
             return catalog;
         }
     };
     for file in files {
         if let Err(problem) = read_file(&file, &mut catalog) {
             tracing::warn!(file = %file.display(), %problem, "manifest skipped");
-            catalog.problems.push(format!("{}: {problem}", file.display()));
+            catalog
+                .problems
+                .push(format!("{}: {problem}", file.display()));
         }
     }
     catalog
@@ -131,7 +154,13 @@ fn read_catalog(dir: &Path) -> Catalog {
 fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")))
+        .filter(|p| {
+            p.is_file()
+                && matches!(
+                    p.extension().and_then(|e| e.to_str()),
+                    Some("yaml" | "yml" | "json")
+                )
+        })
         .collect();
     files.sort();
     Ok(files)
@@ -147,7 +176,8 @@ struct TypeMeta {
 fn read_file(path: &Path, catalog: &mut Catalog) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     // Parse the whole file before adding anything, so a broken file adds nothing.
-    let documents: Vec<serde_json::Value> = serde_saphyr::from_multiple(&text).map_err(|e| e.to_string())?;
+    let documents: Vec<serde_json::Value> =
+        serde_saphyr::from_multiple(&text).map_err(|e| e.to_string())?;
     let mut objects = Vec::new();
     for (index, document) in documents.into_iter().enumerate() {
         if document.is_null() {
@@ -180,19 +210,33 @@ fn parse_object(mut document: serde_json::Value) -> Result<Option<Object>, Strin
         "NetworkAttachmentDefinition" => {
             // A NAD may come without a spec at all (NPWG §3.2); it means an empty one.
             if let Some(object) = document.as_object_mut() {
-                object.entry("spec").or_insert_with(|| serde_json::json!({}));
+                object
+                    .entry("spec")
+                    .or_insert_with(|| serde_json::json!({}));
             }
-            let nad: NetworkAttachmentDefinition = serde_json::from_value(document).map_err(|e| format!("NetworkAttachmentDefinition: {e}"))?;
-            let key = object_key(nad.metadata.namespace.as_deref(), nad.metadata.name.as_deref())?;
+            let nad: NetworkAttachmentDefinition = serde_json::from_value(document)
+                .map_err(|e| format!("NetworkAttachmentDefinition: {e}"))?;
+            let key = object_key(
+                nad.metadata.namespace.as_deref(),
+                nad.metadata.name.as_deref(),
+            )?;
             Ok(Some(Object::Nad(key, Box::new(nad))))
         }
         "Pod" => {
             let pod: Pod = serde_json::from_value(document).map_err(|e| format!("Pod: {e}"))?;
-            let (namespace, name) = object_key(pod.metadata.namespace.as_deref(), pod.metadata.name.as_deref())?;
+            let (namespace, name) = object_key(
+                pod.metadata.namespace.as_deref(),
+                pod.metadata.name.as_deref(),
+            )?;
             Ok(Some(Object::Pod(PodInfo {
                 key: PodKey { namespace, name },
                 uid: pod.metadata.uid,
-                annotations: pod.metadata.annotations.unwrap_or_default().into_iter().collect::<BTreeMap<_, _>>(),
+                annotations: pod
+                    .metadata
+                    .annotations
+                    .unwrap_or_default()
+                    .into_iter()
+                    .collect::<BTreeMap<_, _>>(),
             })))
         }
         other => {
@@ -202,9 +246,14 @@ fn parse_object(mut document: serde_json::Value) -> Result<Option<Object>, Strin
     }
 }
 
-fn object_key(namespace: Option<&str>, name: Option<&str>) -> Result<(Namespace, ObjectName), String> {
-    let namespace = Namespace::parse(namespace.unwrap_or(DEFAULT_NAMESPACE)).map_err(|e| e.to_string())?;
-    let name = ObjectName::parse(name.ok_or("metadata.name is missing")?).map_err(|e| e.to_string())?;
+fn object_key(
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> Result<(Namespace, ObjectName), String> {
+    let namespace =
+        Namespace::parse(namespace.unwrap_or(DEFAULT_NAMESPACE)).map_err(|e| e.to_string())?;
+    let name =
+        ObjectName::parse(name.ok_or("metadata.name is missing")?).map_err(|e| e.to_string())?;
     Ok((namespace, name))
 }
 
@@ -243,7 +292,10 @@ metadata: {name: ignored}
 "#;
 
     fn key(ns: &str, name: &str) -> (Namespace, ObjectName) {
-        (Namespace::parse(ns).unwrap(), ObjectName::parse(name).unwrap())
+        (
+            Namespace::parse(ns).unwrap(),
+            ObjectName::parse(name).unwrap(),
+        )
     }
 
     #[tokio::test]
@@ -252,29 +304,67 @@ metadata: {name: ignored}
         std::fs::write(dir.path().join("all.yaml"), NADS).unwrap();
         let source = FilesSource::load(dir.path());
         let (ns, name) = key("tenant", "macvlan-a");
-        let nad = source.nad(&ns, &name).await.unwrap().unwrap_or_else(|| panic!("{:?}", source.readiness().problems));
+        let nad = source
+            .nad(&ns, &name)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("{:?}", source.readiness().problems));
         assert!(nad.inline_config().unwrap().contains("macvlan"));
         let (ns, name) = key("default", "from-file");
-        assert!(source.nad(&ns, &name).await.unwrap().unwrap().inline_config().is_none());
-        let pod = source.pod(&PodKey { namespace: key("tenant", "web").0, name: key("tenant", "web").1 }).await.unwrap().unwrap();
-        assert_eq!(pod.annotation("k8s.v1.cni.cncf.io/networks"), Some("macvlan-a@net5"));
+        assert!(
+            source
+                .nad(&ns, &name)
+                .await
+                .unwrap()
+                .unwrap()
+                .inline_config()
+                .is_none()
+        );
+        let pod = source
+            .pod(&PodKey {
+                namespace: key("tenant", "web").0,
+                name: key("tenant", "web").1,
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            pod.annotation("k8s.v1.cni.cncf.io/networks"),
+            Some("macvlan-a@net5")
+        );
         assert_eq!(pod.uid.as_deref(), Some("1234"));
-        assert!(source.readiness().problems.is_empty(), "{:?}", source.readiness().problems);
+        assert!(
+            source.readiness().problems.is_empty(),
+            "{:?}",
+            source.readiness().problems
+        );
     }
 
     #[tokio::test]
     async fn a_broken_file_is_reported_and_does_not_hide_the_others() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("good.yaml"), NADS).unwrap();
-        std::fs::write(dir.path().join("bad.yaml"), "kind: NetworkAttachmentDefinition\nmetadata: [unclosed\n").unwrap();
-        std::fs::write(dir.path().join("bad-name.yaml"), "kind: NetworkAttachmentDefinition\nmetadata: {name: Bad_Name}\n").unwrap();
+        std::fs::write(
+            dir.path().join("bad.yaml"),
+            "kind: NetworkAttachmentDefinition\nmetadata: [unclosed\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("bad-name.yaml"),
+            "kind: NetworkAttachmentDefinition\nmetadata: {name: Bad_Name}\n",
+        )
+        .unwrap();
         let source = FilesSource::load(dir.path());
         let (ns, name) = key("tenant", "macvlan-a");
         assert!(source.nad(&ns, &name).await.unwrap().is_some());
         let problems = source.readiness().problems;
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("bad.yaml")));
-        assert!(problems.iter().any(|p| p.contains("bad-name.yaml") && p.contains("Bad_Name")));
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.contains("bad-name.yaml") && p.contains("Bad_Name"))
+        );
     }
 
     #[tokio::test]

@@ -45,7 +45,10 @@ pub struct Readiness {
 
 /// Answers lookups for resolution. Implementations answer from a cache where they can.
 pub trait Source: Send + Sync {
-    fn pod<'a>(&'a self, key: &'a PodKey) -> BoxFuture<'a, Result<Option<Arc<PodInfo>>, SourceError>>;
+    fn pod<'a>(
+        &'a self,
+        key: &'a PodKey,
+    ) -> BoxFuture<'a, Result<Option<Arc<PodInfo>>, SourceError>>;
 
     fn nad<'a>(
         &'a self,

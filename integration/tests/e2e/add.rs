@@ -231,3 +231,34 @@ fn default_route_moves_to_the_selected_network() {
     assert!(status[0].get("default-route").is_none());
     assert!(node.del(&web).success());
 }
+
+#[test]
+fn pods_added_and_deleted_at_the_same_time_each_get_their_own_addresses() {
+    let pods: Vec<Pod> = (0..6).map(|i| Pod::new("tenant", &format!("p{i}"))).collect();
+    let mut builder = Node::builder().manifest("n.yaml", &nad("tenant", "east", &bridge("east", "br-east", "198.18.18.0/24")));
+    for (i, p) in pods.iter().enumerate() {
+        builder = builder.manifest(&format!("p{i}.yaml"), &pod(p, "east"));
+    }
+    let node = builder.start();
+
+    let outputs: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = pods.iter().map(|p| s.spawn(|| node.add(p))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for output in &outputs {
+        output.result();
+    }
+    let mut addresses: Vec<String> = pods.iter().flat_map(|p| p.links()).flat_map(|l| l.addresses).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), 12, "{addresses:?}");
+
+    std::thread::scope(|s| {
+        for p in &pods {
+            s.spawn(|| assert!(node.del(p).success()));
+        }
+    });
+    assert!(node.ipam_allocations().is_empty());
+    assert!(node.records().is_empty());
+    assert!(node.veths().is_empty());
+}
