@@ -48,7 +48,8 @@ fmt:
 
 # The CRD YAML is generated from the Rust type; a test fails when they drift apart.
 crd:
-	$(CARGO) run -q -p plexus-crds --bin crdgen > crds/crd.yaml
+	$(CARGO) run -q -p plexus-crds --bin crdgen > crds/crd.yaml.tmp
+	mv crds/crd.yaml.tmp crds/crd.yaml
 
 # Removes what an interrupted demo left: its namespaces (and any process still in them), and
 # its work directory.

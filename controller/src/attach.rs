@@ -95,13 +95,23 @@ impl ChainStep<'_> {
             prev_result,
             d.args_cni.as_ref(),
         );
+        // STATUS takes no attachment parameters (CNI §2 STATUS); libcni sends them empty.
+        let attachment = self.command != Command::Status;
         let call = DelegateCall {
             plugin_type: plugin.clone(),
             command: self.command,
             container_id: self.target.container_id.to_owned(),
             netns: self.target.netns.to_owned(),
-            ifname: d.ifname.to_string(),
-            cni_args: d.cni_args.clone(),
+            ifname: if attachment {
+                d.ifname.to_string()
+            } else {
+                String::new()
+            },
+            cni_args: if attachment {
+                d.cni_args.clone()
+            } else {
+                String::new()
+            },
             stdin: request.to_string().into_bytes(),
         };
         let span = tracing::debug_span!("plugin", plugin = %plugin, command = %self.command);
@@ -239,14 +249,23 @@ pub async fn status_chain(exec: &dyn Executor, delegate: &Delegate) -> Result<()
     Ok(())
 }
 
-/// ADD every delegate in order. When one fails, everything this ADD did is deleted again, in
-/// reverse, including the failed chain itself (CNI-0.4.0 list error handling), and the first
-/// error is returned. On success the results come back in delegate order.
+/// A failed ADD after its rollback: the error, and what the rollback could not remove.
+#[derive(Debug)]
+pub struct AddFailure {
+    pub error: AttachError,
+    /// Attachments that were made and whose DEL failed: they must stay recorded so the
+    /// runtime's DEL tries them again.
+    pub leftovers: Vec<Attachment>,
+}
+
+/// ADD every delegate in order. When one fails, the later ones are never tried, and what this
+/// ADD did is deleted again in reverse: first the failed chain itself (CNI-0.4.0 list error
+/// handling), then every delegate that succeeded.
 pub async fn attach_all(
     exec: &dyn Executor,
     delegates: &[Delegate],
     target: Target<'_>,
-) -> Result<Vec<Value>, AttachError> {
+) -> Result<Vec<Value>, AddFailure> {
     let mut results = Vec::with_capacity(delegates.len());
     for delegate in delegates {
         let span =
@@ -255,22 +274,44 @@ pub async fn attach_all(
             Ok(result) => results.push(result),
             Err(error) => {
                 tracing::warn!(%error, "ADD failed; rolling back");
-                let done: Vec<Attachment> = delegates
-                    .iter()
-                    .zip(results.into_iter().map(Some).chain(std::iter::once(None)))
-                    .map(|(delegate, result)| Attachment {
-                        delegate: delegate.clone(),
-                        result,
-                    })
-                    .collect();
-                for failure in detach_all(exec, &done, target).await {
-                    tracing::warn!(error = %failure, "rollback DEL failed; the runtime's DEL will retry");
+                // Its ADD failed, so the plugin should have undone its own work; a DEL that
+                // fails too (macvlan on a missing master, say) is logged, not kept, or every
+                // later DEL of the pod would fail on it forever.
+                if let Err(del_error) = del_chain(exec, delegate, None, target).await {
+                    tracing::warn!(error = %del_error, "DEL of the failed chain failed");
                 }
-                return Err(error);
+                let done = delegates
+                    .iter()
+                    .zip(results)
+                    .map(|(delegate, result)| Attachment::added(delegate.clone(), result))
+                    .collect();
+                let leftovers = rollback(exec, done, target).await;
+                return Err(AddFailure { error, leftovers });
             }
         }
     }
     Ok(results)
+}
+
+/// Deletes attachments this ADD made, in reverse; returns those whose DEL failed.
+pub async fn rollback(
+    exec: &dyn Executor,
+    done: Vec<Attachment>,
+    target: Target<'_>,
+) -> Vec<Attachment> {
+    let failed: Vec<usize> = detach_all(exec, &done, target)
+        .await
+        .into_iter()
+        .map(|failure| {
+            tracing::warn!(error = %failure, "rollback DEL failed; kept for the runtime's DEL");
+            failure.index
+        })
+        .collect();
+    done.into_iter()
+        .enumerate()
+        .filter(|(i, _)| failed.contains(i))
+        .map(|(_, a)| a)
+        .collect()
 }
 
 /// DEL every attachment in reverse order. One failure does not stop the rest (NPWG §7.2);
@@ -378,4 +419,610 @@ async fn gc_chain(
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::cni::code;
+    use crate::records::PodRecord;
+    use crate::testing::{RecordedCall, RecordingExecutor, Reply, chain};
+
+    const TARGET: Target<'static> = Target {
+        container_id: "c0ffee",
+        netns: "/var/run/netns/pod",
+    };
+
+    fn lines(list: &[&str]) -> Vec<String> {
+        list.iter().map(|l| (*l).to_owned()).collect()
+    }
+
+    fn answer(call: &RecordedCall) -> &Value {
+        call.answer.as_ref().expect("the call succeeded")
+    }
+
+    /// eth0 (bridge, portmap), net1 (macvlan), net2 (ipvlan, tuning, sbr).
+    fn three_delegates() -> Vec<Delegate> {
+        vec![
+            Delegate::test("cluster", chain("cluster", "1.0.0", &["bridge", "portmap"])).cluster(),
+            Delegate::test("ns1/mac", chain("mac", "1.0.0", &["macvlan"])).on("net1"),
+            Delegate::test(
+                "ns1/ipv",
+                chain("ipv", "1.0.0", &["ipvlan", "tuning", "sbr"]),
+            )
+            .on("net2"),
+        ]
+    }
+
+    #[tokio::test]
+    async fn add_runs_delegates_in_order_and_each_chain_in_order() {
+        let exec = RecordingExecutor::new();
+        let delegates = three_delegates();
+        let results = attach_all(&exec, &delegates, TARGET).await.unwrap();
+        assert_eq!(
+            exec.lines(),
+            lines(&[
+                "ADD bridge eth0",
+                "ADD portmap eth0",
+                "ADD macvlan net1",
+                "ADD ipvlan net2",
+                "ADD tuning net2",
+                "ADD sbr net2",
+            ])
+        );
+        let calls = exec.calls();
+        for call in &calls {
+            assert_eq!(call.container_id, "c0ffee");
+            assert_eq!(call.netns, "/var/run/netns/pod");
+            assert_eq!(call.cni_args, "IgnoreUnknown=1");
+            assert_eq!(call.stdin["cniVersion"], "1.0.0");
+        }
+        let names: Vec<&Value> = calls.iter().map(|c| &c.stdin["name"]).collect();
+        assert_eq!(names, ["cluster", "cluster", "mac", "ipv", "ipv", "ipv"]);
+        // The last plugin of each chain gives the delegate's result.
+        assert_eq!(results.len(), 3);
+        assert_eq!(&results[0], answer(&calls[1]));
+        assert_eq!(&results[1], answer(&calls[2]));
+        assert_eq!(&results[2], answer(&calls[5]));
+    }
+
+    #[tokio::test]
+    async fn only_the_second_plugin_of_a_chain_on_gets_the_previous_plugins_result() {
+        let exec = RecordingExecutor::new();
+        attach_all(&exec, &three_delegates(), TARGET).await.unwrap();
+        let calls = exec.calls();
+        // (call, the call whose result it must get as prevResult)
+        let expected: [(usize, Option<usize>); 6] = [
+            (0, None),
+            (1, Some(0)),
+            (2, None),
+            (3, None),
+            (4, Some(3)),
+            (5, Some(4)),
+        ];
+        for (index, prev) in expected {
+            let got = calls[index].prev_result();
+            let want = prev.map(|p| answer(&calls[p]));
+            assert_eq!(got, want, "{}", calls[index].line());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_delegate_stops_the_add_and_everything_done_is_deleted_in_reverse() {
+        let exec = RecordingExecutor::new().fails("tuning", Command::Add, 11, "no room");
+        let delegates = vec![
+            Delegate::test("cluster", chain("cluster", "1.0.0", &["bridge"])).cluster(),
+            Delegate::test("ns1/old", chain("old", "0.3.1", &["macvlan"])).on("net1"),
+            Delegate::test(
+                "ns1/ipv",
+                chain("ipv", "0.4.0", &["ipvlan", "tuning", "sbr"]),
+            )
+            .on("net2"),
+            Delegate::test("ns1/last", chain("last", "1.0.0", &["vlan"])).on("net3"),
+        ];
+        let failure = attach_all(&exec, &delegates, TARGET).await.unwrap_err();
+        assert!(failure.leftovers.is_empty(), "everything was rolled back");
+        let error = failure.error;
+        assert_eq!(
+            exec.lines(),
+            lines(&[
+                "ADD bridge eth0",
+                "ADD macvlan net1",
+                "ADD ipvlan net2",
+                "ADD tuning net2",
+                // The failed chain entirely, the plugin ADD never reached included.
+                "DEL sbr net2",
+                "DEL tuning net2",
+                "DEL ipvlan net2",
+                "DEL macvlan net1",
+                "DEL bridge eth0",
+            ]),
+            "delegate 4 is never run"
+        );
+        let calls = exec.calls();
+        for del in &calls[4..7] {
+            assert_eq!(del.prev_result(), None, "the failed chain has no result");
+        }
+        assert_eq!(
+            calls[7].prev_result(),
+            None,
+            "a 0.3.1 DEL takes no prevResult"
+        );
+        let cluster_result = answer(&calls[0]);
+        assert_eq!(calls[8].prev_result(), Some(cluster_result));
+        assert_eq!(calls[8].stdin["cniVersion"], "1.0.0");
+
+        assert_eq!(error.cni_code(), 11, "the delegate's code is kept");
+        assert_eq!(error.network(), "ns1/ipv");
+        assert_eq!(error.stderr(), "tuning ADD failed on purpose");
+        let text = error.to_string();
+        for needle in ["ns1/ipv", "tuning", "ADD", "net2", "no room"] {
+            assert!(text.contains(needle), "{needle} missing in {text}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_rollback_del_does_not_stop_the_rollback_or_hide_the_add_error() {
+        let exec = RecordingExecutor::new()
+            .fails("vlan", Command::Add, 7, "no master")
+            .fails("macvlan", Command::Del, 5, "netlink busy");
+        let delegates = vec![
+            Delegate::test("cluster", chain("cluster", "1.1.0", &["bridge"])).cluster(),
+            Delegate::test("ns1/mac", chain("mac", "1.1.0", &["macvlan"])).on("net1"),
+            Delegate::test("ns1/vlan", chain("vlan", "1.1.0", &["vlan"])).on("net2"),
+        ];
+        let failure = attach_all(&exec, &delegates, TARGET).await.unwrap_err();
+        let error = failure.error;
+        let kept: Vec<&str> = failure
+            .leftovers
+            .iter()
+            .map(|a| a.delegate.network.as_str())
+            .collect();
+        assert_eq!(
+            kept,
+            ["ns1/mac"],
+            "what could not be rolled back stays for the runtime's DEL"
+        );
+        assert!(failure.leftovers[0].result.is_some());
+        assert_eq!(
+            exec.lines(),
+            lines(&[
+                "ADD bridge eth0",
+                "ADD macvlan net1",
+                "ADD vlan net2",
+                "DEL vlan net2",
+                "DEL macvlan net1",
+                "DEL bridge eth0",
+            ])
+        );
+        assert_eq!(error.cni_code(), 7);
+        assert_eq!(error.network(), "ns1/vlan");
+    }
+
+    #[tokio::test]
+    async fn del_passes_the_add_result_from_version_0_4_0_on() {
+        let result = json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24"}]});
+        for version in CniVersion::ALL {
+            let exec = RecordingExecutor::new();
+            let delegate = Delegate::test("n", chain("n", version.as_str(), &["a", "b"]));
+            del_chain(&exec, &delegate, Some(&result), TARGET)
+                .await
+                .unwrap();
+            assert_eq!(
+                exec.lines(),
+                lines(&["DEL b net1", "DEL a net1"]),
+                "{version}"
+            );
+            for call in exec.calls() {
+                let want = (version >= CniVersion::V0_4_0).then_some(&result);
+                assert_eq!(call.prev_result(), want, "{version}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn del_within_a_chain_stops_at_the_first_error() {
+        let exec = RecordingExecutor::new().fails("tuning", Command::Del, 5, "stuck");
+        let delegate = Delegate::test("n", chain("n", "1.0.0", &["ipvlan", "tuning", "sbr"]));
+        let error = del_chain(&exec, &delegate, None, TARGET).await.unwrap_err();
+        assert_eq!(exec.lines(), lines(&["DEL sbr net1", "DEL tuning net1"]));
+        assert_eq!(error.cni_code(), 5);
+    }
+
+    #[tokio::test]
+    async fn detach_all_continues_past_failures_and_reports_their_indexes() {
+        let exec = RecordingExecutor::new()
+            .fails("macvlan", Command::Del, 5, "netlink busy")
+            .fails("bridge", Command::Del, 11, "try later");
+        let attachments: Vec<Attachment> = three_delegates()
+            .into_iter()
+            .map(|d| Attachment::added(d, json!({"cniVersion": "1.0.0"})))
+            .collect();
+        let failures = detach_all(&exec, &attachments, TARGET).await;
+        assert_eq!(
+            exec.lines(),
+            lines(&[
+                "DEL sbr net2",
+                "DEL tuning net2",
+                "DEL ipvlan net2",
+                "DEL macvlan net1",
+                "DEL portmap eth0",
+                "DEL bridge eth0",
+            ])
+        );
+        let reported: Vec<(usize, u32, &str)> = failures
+            .iter()
+            .map(|f| (f.index, f.error.cni_code(), f.error.network()))
+            .collect();
+        assert_eq!(reported, [(1, 5, "ns1/mac"), (0, 11, "cluster")]);
+        assert!(
+            failures[0].to_string().contains("macvlan"),
+            "{}",
+            failures[0]
+        );
+    }
+
+    #[tokio::test]
+    async fn detach_all_of_nothing_failing_reports_nothing() {
+        let exec = RecordingExecutor::new();
+        let attachments = vec![Attachment {
+            delegate: three_delegates().remove(1),
+            result: None,
+        }];
+        assert!(detach_all(&exec, &attachments, TARGET).await.is_empty());
+        assert_eq!(
+            exec.calls()[0].prev_result(),
+            None,
+            "no result, no prevResult"
+        );
+    }
+
+    #[tokio::test]
+    async fn check_runs_in_add_order_with_the_result_unless_the_config_has_no_check() {
+        let result =
+            json!({"cniVersion": "0.4.0", "ips": [{"version": "4", "address": "10.0.0.2/24"}]});
+        let mut no_check = chain("n", "1.0.0", &["a", "b"]);
+        no_check["disableCheck"] = json!(true);
+        let mut no_check_string = chain("n", "1.0.0", &["a", "b"]);
+        no_check_string["disableCheck"] = json!("true");
+        let cases = [
+            (
+                chain("n", "1.1.0", &["a", "b"]),
+                &["CHECK a net1", "CHECK b net1"][..],
+            ),
+            (
+                chain("n", "0.4.0", &["a", "b"]),
+                &["CHECK a net1", "CHECK b net1"],
+            ),
+            (chain("n", "0.3.1", &["a", "b"]), &[]),
+            (chain("n", "0.3.0", &["a", "b"]), &[]),
+            (no_check, &[]),
+            (no_check_string, &[]),
+        ];
+        for (config, expected) in cases {
+            let exec = RecordingExecutor::new();
+            let delegate = Delegate::test("n", config.clone());
+            check_chain(&exec, &delegate, &result, TARGET)
+                .await
+                .unwrap();
+            assert_eq!(exec.lines(), lines(expected), "{config}");
+            for call in exec.calls() {
+                assert_eq!(call.prev_result(), Some(&result), "{config}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_check_keeps_the_plugins_code() {
+        let exec = RecordingExecutor::new().fails("a", Command::Check, 999, "address gone");
+        let delegate = Delegate::test("ns/n", chain("n", "1.0.0", &["a", "b"]));
+        let error = check_chain(&exec, &delegate, &json!({}), TARGET)
+            .await
+            .unwrap_err();
+        assert_eq!(exec.lines(), lines(&["CHECK a net1"]));
+        assert_eq!(error.cni_code(), 999);
+        assert!(error.to_string().contains("CHECK"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn a_result_in_another_version_is_converted_to_the_chains_version() {
+        let v1_result = json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": "net1", "sandbox": "/var/run/netns/pod"}],
+            "ips": [{"interface": 0, "address": "10.0.0.2/24"}, {"address": "fd00::2/64"}],
+            "vendor.example/extra": true,
+        });
+        let exec = RecordingExecutor::new().answers("macvlan", Command::Add, v1_result);
+        let delegate = Delegate::test("n", chain("n", "0.4.0", &["macvlan", "tuning"]));
+        add_chain(&exec, &delegate, TARGET).await.unwrap();
+        let converted = json!({
+            "cniVersion": "0.4.0",
+            "interfaces": [{"name": "net1", "sandbox": "/var/run/netns/pod"}],
+            "ips": [
+                {"version": "4", "interface": 0, "address": "10.0.0.2/24"},
+                {"version": "6", "address": "fd00::2/64"},
+            ],
+        });
+        assert_eq!(exec.calls()[1].prev_result(), Some(&converted));
+
+        let v04_result = json!({
+            "cniVersion": "0.4.0",
+            "ips": [{"version": "4", "address": "10.0.0.2/24"}],
+        });
+        let exec = RecordingExecutor::new().answers("macvlan", Command::Add, v04_result);
+        let delegate = Delegate::test("n", chain("n", "1.1.0", &["macvlan"]));
+        let result = add_chain(&exec, &delegate, TARGET).await.unwrap();
+        assert_eq!(
+            result,
+            json!({"cniVersion": "1.1.0", "ips": [{"address": "10.0.0.2/24"}]})
+        );
+    }
+
+    #[tokio::test]
+    async fn a_result_already_in_the_chains_version_keeps_unknown_keys() {
+        let cases = [
+            json!({"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2/24", "x-note": 1}], "vendor.example/extra": {"a": [1]}}),
+            // No cniVersion counts as the request's (libcni fixupResultVersion).
+            json!({"ips": [{"address": "10.0.0.2/24", "x-note": 1}], "vendor.example/extra": {"a": [1]}}),
+            json!({"cniVersion": "", "ips": [{"address": "10.0.0.2/24", "x-note": 1}], "vendor.example/extra": {"a": [1]}}),
+        ];
+        for stdout in cases {
+            let exec = RecordingExecutor::new().answers("macvlan", Command::Add, stdout.clone());
+            let delegate = Delegate::test("n", chain("n", "1.0.0", &["macvlan"]));
+            let result = add_chain(&exec, &delegate, TARGET).await.unwrap();
+            let mut expected = stdout.clone();
+            expected["cniVersion"] = json!("1.0.0");
+            assert_eq!(result, expected, "{stdout}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unusable_result_fails_the_add_naming_the_plugin() {
+        let cases: [(&[u8], &str); 4] = [
+            (b"", "printed nothing"),
+            (b"not json", "decoded"),
+            (
+                br#"{"cniVersion": "0.2.0", "ip4": {"ip": "10.0.0.2/24"}}"#,
+                "0.1.0/0.2.0",
+            ),
+            (
+                br#"{"cniVersion": "1.0.0", "ips": [{"address": "10.0.0.2"}]}"#,
+                "ips[0].address",
+            ),
+        ];
+        for (stdout, needle) in cases {
+            let exec = RecordingExecutor::new().prints("tuning", Command::Add, stdout);
+            let delegate =
+                Delegate::test("ns/n", chain("n", "1.0.0", &["macvlan", "tuning", "sbr"]));
+            let error = add_chain(&exec, &delegate, TARGET).await.unwrap_err();
+            assert!(matches!(error, AttachError::BadResult { .. }), "{error:?}");
+            assert_eq!(error.cni_code(), code::DECODING_FAILURE);
+            let text = error.to_string();
+            assert!(text.contains("tuning") && text.contains("ns/n"), "{text}");
+            assert!(text.contains(needle), "{needle} missing in {text}");
+            assert_eq!(
+                exec.lines(),
+                lines(&["ADD macvlan net1", "ADD tuning net1"])
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn runtime_config_reaches_only_the_plugins_that_declare_the_capability() {
+        let config = json!({
+            "cniVersion": "1.0.0",
+            "name": "n",
+            "plugins": [
+                {"type": "macvlan", "capabilities": {"ips": true}},
+                {"type": "tuning", "capabilities": {"mac": true, "ips": false}},
+                {"type": "portmap", "capabilities": {"portMappings": true}},
+            ],
+        });
+        let delegate = Delegate::test("ns/n", config)
+            .with_runtime_config(json!({
+                "ips": ["10.1.0.5/24"],
+                "mac": "c2:11:22:33:44:55",
+                "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
+            }))
+            .with_args_cni(json!({"foo": "bar"}))
+            .with_cni_args("IgnoreUnknown=1;foo=bar");
+        let exec = RecordingExecutor::new();
+        add_chain(&exec, &delegate, TARGET).await.unwrap();
+        let calls = exec.calls();
+        let runtime_configs: Vec<Option<&Value>> =
+            calls.iter().map(RecordedCall::runtime_config).collect();
+        assert_eq!(
+            runtime_configs,
+            [
+                Some(&json!({"ips": ["10.1.0.5/24"]})),
+                Some(&json!({"mac": "c2:11:22:33:44:55"})),
+                Some(
+                    &json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]})
+                ),
+            ]
+        );
+        for call in &calls {
+            assert_eq!(
+                call.stdin["args"]["cni"],
+                json!({"foo": "bar"}),
+                "{}",
+                call.line()
+            );
+            assert_eq!(call.cni_args, "IgnoreUnknown=1;foo=bar");
+            assert!(call.stdin.get("capabilities").is_none(), "{}", call.line());
+        }
+    }
+
+    #[tokio::test]
+    async fn status_asks_every_plugin_of_a_1_1_0_network_and_nothing_older() {
+        for (version, expected) in [
+            ("1.1.0", &["STATUS bridge", "STATUS portmap"][..]),
+            ("1.0.0", &[]),
+        ] {
+            let exec = RecordingExecutor::new();
+            let delegate = Delegate::test("c", chain("c", version, &["bridge", "portmap"]));
+            status_chain(&exec, &delegate).await.unwrap();
+            assert_eq!(exec.lines(), lines(expected), "{version}");
+            for call in exec.calls() {
+                let attachment = [
+                    &call.container_id,
+                    &call.netns,
+                    &call.ifname,
+                    &call.cni_args,
+                ];
+                assert!(attachment.iter().all(|p| p.is_empty()), "{call:?}");
+                assert_eq!(call.stdin["cniVersion"], version);
+            }
+        }
+        let exec = RecordingExecutor::new().fails("bridge", Command::Status, 50, "no bridge");
+        let delegate = Delegate::test("c", chain("c", "1.1.0", &["bridge", "portmap"]));
+        let error = status_chain(&exec, &delegate).await.unwrap_err();
+        assert_eq!(error.cni_code(), 50);
+    }
+
+    fn valid_pairs(call: &RecordedCall, key: &str) -> Vec<(String, String)> {
+        let mut pairs: Vec<(String, String)> = call.stdin[key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key} missing in {}", call.stdin))
+            .iter()
+            .map(|p| {
+                (
+                    p["containerID"].as_str().unwrap().to_owned(),
+                    p["ifname"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(c, i)| ((*c).to_owned(), (*i).to_owned()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn gc_sends_each_1_1_0_network_the_attachments_still_valid_for_it() {
+        let cluster = || {
+            Delegate::test("cluster", chain("cluster", "1.1.0", &["bridge", "portmap"])).cluster()
+        };
+        // Two NADs in different namespaces whose configs share the CNI name "shared".
+        let shared_a = || Delegate::test("ns1/shared", chain("shared", "1.1.0", &["macvlan"]));
+        let shared_b = || Delegate::test("ns2/shared", chain("shared", "1.1.0", &["macvlan"]));
+        let old = || Delegate::test("ns1/old", chain("old", "1.0.0", &["ipvlan"])).on("net2");
+        let mut no_gc_config = chain("nogc", "1.1.0", &["vlan"]);
+        no_gc_config["disableGC"] = json!(true);
+        let no_gc = Delegate::test("ns1/nogc", no_gc_config).on("net3");
+        let result = json!({"cniVersion": "1.1.0"});
+        let kept = vec![
+            PodRecord::test(
+                "c1",
+                vec![
+                    Attachment::added(cluster(), result.clone()),
+                    Attachment::added(shared_a(), result.clone()),
+                    Attachment::added(old(), result.clone()),
+                    Attachment::added(shared_a().on("net4"), result.clone()),
+                ],
+            ),
+            PodRecord::test(
+                "c2",
+                vec![
+                    Attachment::added(cluster(), result.clone()),
+                    Attachment::added(shared_b(), result.clone()),
+                    Attachment::added(no_gc, result.clone()),
+                ],
+            ),
+        ];
+        let exec = RecordingExecutor::new();
+        let errors = gc_networks(&exec, &kept).await;
+        assert!(errors.is_empty(), "{errors:?}");
+
+        let mut seen = exec.lines();
+        seen.sort();
+        assert_eq!(seen, lines(&["GC bridge", "GC macvlan", "GC portmap"]));
+        let expected = [
+            (
+                "bridge",
+                "cluster",
+                pairs(&[("c1", "eth0"), ("c2", "eth0")]),
+            ),
+            (
+                "portmap",
+                "cluster",
+                pairs(&[("c1", "eth0"), ("c2", "eth0")]),
+            ),
+            (
+                "macvlan",
+                "shared",
+                pairs(&[("c1", "net1"), ("c1", "net4"), ("c2", "net1")]),
+            ),
+        ];
+        for (plugin, name, valid) in expected {
+            let call = exec
+                .calls()
+                .into_iter()
+                .find(|c| c.plugin == plugin)
+                .unwrap();
+            assert_eq!(call.stdin["name"], name);
+            assert_eq!(call.stdin["cniVersion"], "1.1.0");
+            assert_eq!(call.container_id, "");
+            assert_eq!(call.ifname, "");
+            assert_eq!(
+                valid_pairs(&call, "cni.dev/valid-attachments"),
+                valid,
+                "{plugin}"
+            );
+            assert_eq!(valid_pairs(&call, "cni.dev/attachments"), valid, "{plugin}");
+            assert_eq!(call.prev_result(), None);
+            assert_eq!(call.runtime_config(), None);
+        }
+    }
+
+    #[tokio::test]
+    async fn gc_continues_past_a_failing_plugin_and_returns_every_error() {
+        let exec = RecordingExecutor::new()
+            .fails("bridge", Command::Gc, 11, "locked")
+            .fails("macvlan", Command::Gc, 5, "io");
+        let kept = vec![PodRecord::test(
+            "c1",
+            vec![
+                Attachment::added(
+                    Delegate::test("cluster", chain("cluster", "1.1.0", &["bridge", "portmap"]))
+                        .cluster(),
+                    json!({}),
+                ),
+                Attachment::added(
+                    Delegate::test("ns1/mac", chain("mac", "1.1.0", &["macvlan"])),
+                    json!({}),
+                ),
+            ],
+        )];
+        let errors = gc_networks(&exec, &kept).await;
+        let mut seen = exec.lines();
+        seen.sort();
+        assert_eq!(seen, lines(&["GC bridge", "GC macvlan", "GC portmap"]));
+        let mut reported: Vec<(u32, &str)> =
+            errors.iter().map(|e| (e.cni_code(), e.network())).collect();
+        reported.sort();
+        assert_eq!(reported, [(5, "ns1/mac"), (11, "cluster")]);
+    }
+
+    #[tokio::test]
+    async fn a_plugin_fixed_after_a_failed_del_is_deleted_by_the_next_del() {
+        let exec = RecordingExecutor::new().fails("macvlan", Command::Del, 5, "busy");
+        let attachments = vec![Attachment::added(
+            Delegate::test("ns1/mac", chain("mac", "1.0.0", &["macvlan"])),
+            json!({"cniVersion": "1.0.0"}),
+        )];
+        assert_eq!(detach_all(&exec, &attachments, TARGET).await.len(), 1);
+        exec.set("macvlan", Command::Del, Reply::Success);
+        assert!(detach_all(&exec, &attachments, TARGET).await.is_empty());
+        assert_eq!(
+            exec.lines(),
+            lines(&["DEL macvlan net1", "DEL macvlan net1"])
+        );
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::names::NetworkRef;
+use crate::names::{Namespace, NetworkRef};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -47,7 +47,11 @@ pub struct Config {
     /// there that is not Plexus's own, as Multus does.
     pub cluster_network: Option<String>,
     /// NADs attached to every pod after the cluster network and before its own selections.
+    /// Without a namespace they are looked up in `systemNamespace`, as Multus does.
     pub default_networks: Vec<String>,
+    /// Where NADs named by plexusd's own config live when they name no namespace (Multus's
+    /// `multusNamespace`).
+    pub system_namespace: String,
     /// The deadline for one delegate call, in seconds.
     pub delegate_timeout_seconds: u64,
     pub log_format: LogFormat,
@@ -63,6 +67,7 @@ impl Default for Config {
             manifest_dir: "/etc/plexus/manifests".into(),
             cluster_network: None,
             default_networks: Vec::new(),
+            system_namespace: "kube-system".into(),
             delegate_timeout_seconds: 60,
             log_format: LogFormat::Text,
         }
@@ -101,9 +106,16 @@ impl Config {
     }
 
     pub fn default_network_refs(&self) -> Result<Vec<NetworkRef>, String> {
+        let system = Namespace::parse(&self.system_namespace)
+            .map_err(|e| format!("systemNamespace: {e}"))?;
         self.default_networks
             .iter()
-            .map(|n| NetworkRef::parse(n).map_err(|e| format!("defaultNetworks: {e}")))
+            .map(|n| {
+                let mut network =
+                    NetworkRef::parse(n).map_err(|e| format!("defaultNetworks: {e}"))?;
+                network.namespace.get_or_insert_with(|| system.clone());
+                Ok(network)
+            })
             .collect()
     }
 
@@ -125,14 +137,18 @@ mod tests {
 
     #[test]
     fn a_partial_file_keeps_the_other_defaults() {
-        let config =
-            parse("socketPath: /tmp/x.sock\ndefaultNetworks: [kube-system/storage]\n").unwrap();
+        let config = parse("socketPath: /tmp/x.sock\ndefaultNetworks: [storage, tenant/extra]\n");
+        let config = config.unwrap();
         assert_eq!(config.socket_path, PathBuf::from("/tmp/x.sock"));
         assert_eq!(config.cni_conf_dir, PathBuf::from("/etc/cni/net.d"));
-        assert_eq!(
-            config.default_network_refs().unwrap()[0].to_string(),
-            "kube-system/storage"
-        );
+        let refs: Vec<String> = config
+            .default_network_refs()
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        // Like Multus, a default network without a namespace lives in the system namespace.
+        assert_eq!(refs, ["kube-system/storage", "tenant/extra"]);
     }
 
     #[test]

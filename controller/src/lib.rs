@@ -32,3 +32,5 @@ pub mod service;
 pub mod source;
 /// network-status entries and the runtime's merged result.
 pub mod status;
+#[cfg(test)]
+pub mod testing;

@@ -36,6 +36,24 @@ pub struct Attachment {
     pub result: Option<serde_json::Value>,
 }
 
+impl Attachment {
+    /// An attachment about to be made: recorded before its delegate runs.
+    pub fn intended(delegate: Delegate) -> Self {
+        Self {
+            delegate,
+            result: None,
+        }
+    }
+
+    /// An attachment whose ADD returned `result`.
+    pub fn added(delegate: Delegate, result: serde_json::Value) -> Self {
+        Self {
+            delegate,
+            result: Some(result),
+        }
+    }
+}
+
 /// Everything plexusd knows about one container's attachments.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -161,5 +179,210 @@ fn read_record(path: &Path) -> Result<Option<PodRecord>, RecordError> {
             path: path.to_owned(),
             source,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::names::{Namespace, ObjectName};
+    use crate::status::StatusDns;
+    use crate::testing::chain;
+
+    fn id(value: &str) -> ContainerId {
+        ContainerId::parse(value).unwrap()
+    }
+
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// A record with every optional part filled in.
+    fn full_record(container: &str) -> PodRecord {
+        let cluster = Delegate::test("cluster", chain("cluster", "1.0.0", &["bridge", "portmap"]))
+            .cluster()
+            .with_runtime_config(json!({"portMappings": [{"hostPort": 80, "containerPort": 8080, "protocol": "tcp"}]}))
+            .with_cni_args("IgnoreUnknown=1;K8S_POD_NAME=web");
+        let secondary = Delegate::test("ns1/mac", chain("mac", "0.3.1", &["macvlan"]))
+            .on("data0")
+            .with_runtime_config(json!({"mac": "c2:11:22:33:44:55"}))
+            .with_args_cni(json!({"labels": [{"key": "a", "value": "b"}]}))
+            .with_default_route(&["192.168.1.1", "fd00::1"]);
+        let intended = Delegate::test("ns1/later", chain("later", "1.1.0", &["vlan"])).on("net3");
+        PodRecord {
+            pod: Some(PodKey {
+                namespace: Namespace::parse("ns1").unwrap(),
+                name: ObjectName::parse("web").unwrap(),
+            }),
+            network_status: vec![NetworkStatus {
+                name: "ns1/mac".into(),
+                interface: Some("data0".into()),
+                ips: vec!["192.168.1.5".into(), "fd00::5".into()],
+                mac: Some("c2:11:22:33:44:55".into()),
+                default: false,
+                dns: Some(StatusDns {
+                    nameservers: vec!["192.168.1.53".into()],
+                    domain: Some("example.test".into()),
+                    search: vec![],
+                }),
+                default_route: Some(vec!["192.168.1.1".into()]),
+            }],
+            ..PodRecord::test(
+                container,
+                vec![
+                    Attachment::added(
+                        cluster,
+                        json!({"cniVersion": "1.0.0", "ips": [{"address": "10.244.0.5/24"}], "x-vendor": [1]}),
+                    ),
+                    Attachment::added(
+                        secondary,
+                        json!({"cniVersion": "0.3.1", "ips": [{"version": "4", "address": "192.168.1.5/24"}]}),
+                    ),
+                    Attachment {
+                        delegate: intended,
+                        result: None,
+                    },
+                ],
+            )
+        }
+    }
+
+    #[test]
+    fn a_saved_record_loads_back_unchanged() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let record = full_record("c1");
+        store.save(&record).unwrap();
+        assert_eq!(store.load(&id("c1")).unwrap(), Some(record.clone()));
+        // And from a store opened later, as after a restart.
+        let reopened = RecordStore::open(dir.path()).unwrap();
+        assert_eq!(reopened.load(&id("c1")).unwrap(), Some(record));
+    }
+
+    #[test]
+    fn saving_again_replaces_the_record_and_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path().join("records")).unwrap();
+        let mut record = full_record("c1");
+        store.save(&record).unwrap();
+        record.attachments.truncate(1);
+        record.network_status.clear();
+        store.save(&record).unwrap();
+        assert_eq!(store.load(&id("c1")).unwrap(), Some(record));
+        assert_eq!(files(store.dir()), ["c1.json"]);
+    }
+
+    #[test]
+    fn open_removes_temp_files_a_crash_left_and_keeps_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let record = full_record("c1");
+        store.save(&record).unwrap();
+        // A crash between writing the temp file and renaming it.
+        fs::write(
+            dir.path().join("c1.tmp"),
+            b"{\"containerId\": \"c1\", \"half",
+        )
+        .unwrap();
+        fs::write(dir.path().join("c2.tmp"), b"").unwrap();
+        let reopened = RecordStore::open(dir.path()).unwrap();
+        assert_eq!(files(dir.path()), ["c1.json"]);
+        assert_eq!(reopened.load(&id("c1")).unwrap(), Some(record));
+        assert_eq!(reopened.load(&id("c2")).unwrap(), None);
+    }
+
+    #[test]
+    fn a_missing_record_loads_as_none_and_removing_it_is_fine() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        assert_eq!(store.load(&id("never")).unwrap(), None);
+        store.remove(&id("never")).unwrap();
+        store.save(&full_record("c1")).unwrap();
+        store.remove(&id("c1")).unwrap();
+        assert_eq!(store.load(&id("c1")).unwrap(), None);
+        store.remove(&id("c1")).unwrap();
+        assert!(files(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_naming_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let mut valid_json_wrong_shape = serde_json::to_value(full_record("c4")).unwrap();
+        valid_json_wrong_shape["runtimeVersion"] = json!("0.2.0");
+        let cases: [(&str, Vec<u8>); 4] = [
+            ("c1", b"{not json".to_vec()),
+            ("c2", Vec::new()),
+            (
+                "c3",
+                serde_json::to_vec(&full_record("c3")).unwrap()[..40].to_vec(),
+            ),
+            ("c4", serde_json::to_vec(&valid_json_wrong_shape).unwrap()),
+        ];
+        for (name, bytes) in cases {
+            let path = dir.path().join(format!("{name}.json"));
+            fs::write(&path, bytes).unwrap();
+            match store.load(&id(name)) {
+                Err(error @ RecordError::Corrupt { .. }) => {
+                    let RecordError::Corrupt { path: named, .. } = &error else {
+                        unreachable!()
+                    };
+                    assert_eq!(named, &path);
+                    assert!(
+                        error.to_string().contains(&path.display().to_string()),
+                        "{error}"
+                    );
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn list_returns_every_record_and_the_corrupt_ones_as_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        store.save(&full_record("c1")).unwrap();
+        store.save(&PodRecord::test("c3", Vec::new())).unwrap();
+        let corrupt = dir.path().join("c2.json");
+        fs::write(&corrupt, b"{\"containerId\":").unwrap();
+        fs::write(dir.path().join("notes.txt"), b"not a record").unwrap();
+        fs::write(dir.path().join("c9.tmp"), b"{").unwrap();
+
+        let mut good: Vec<String> = Vec::new();
+        let mut bad: Vec<PathBuf> = Vec::new();
+        for entry in store.list().unwrap() {
+            match entry {
+                Ok(record) => good.push(record.container_id.to_string()),
+                Err(RecordError::Corrupt { path, .. }) => bad.push(path),
+                Err(other) => panic!("{other}"),
+            }
+        }
+        good.sort();
+        assert_eq!(good, ["c1", "c3"]);
+        assert_eq!(bad, [corrupt]);
+    }
+
+    #[test]
+    fn a_store_in_a_file_is_an_io_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("occupied");
+        fs::write(&file, b"").unwrap();
+        match RecordStore::open(&file) {
+            Err(error @ RecordError::Io { .. }) => {
+                assert!(
+                    error.to_string().contains(&file.display().to_string()),
+                    "{error}"
+                )
+            }
+            other => panic!("{:?}", other.map(|s| s.dir().to_owned())),
+        }
     }
 }

@@ -320,3 +320,492 @@ pub fn delegate_cni_args(runtime_args: &str, pod_uid: Option<&str>) -> String {
     }
     args.join(";")
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::cni::code;
+    use crate::selection::parse_networks;
+    use crate::testing::chain;
+
+    fn ifname(name: &str) -> IfName {
+        IfName::parse(name).unwrap()
+    }
+
+    fn cluster() -> Network {
+        Network::test(
+            "cluster",
+            json!({
+                "cniVersion": "1.0.0",
+                "name": "cluster",
+                "plugins": [{"type": "bridge"}, {"type": "portmap", "capabilities": {"portMappings": true}}],
+            }),
+        )
+    }
+
+    /// Each selection of `annotation` paired with a network named after it.
+    fn selected(annotation: &str, config: impl Fn(&str) -> Value) -> Vec<(Selection, Network)> {
+        parse_networks(annotation)
+            .unwrap()
+            .into_iter()
+            .map(|selection| {
+                let name = selection.network.name.to_string();
+                let network = Network::test(&format!("ns1/{name}"), config(&name));
+                (selection, network)
+            })
+            .collect()
+    }
+
+    fn macvlan(name: &str) -> Value {
+        chain(name, "1.0.0", &["macvlan"])
+    }
+
+    /// The rest of the request, for tests that do not look at it.
+    fn plan_for(
+        annotation: &str,
+        config: impl Fn(&str) -> Value,
+    ) -> Result<Vec<Delegate>, ResolveError> {
+        let runtime_ifname = ifname("eth0");
+        let runtime_config = Map::new();
+        let pod = PodContext {
+            runtime_ifname: &runtime_ifname,
+            runtime_config: &runtime_config,
+            cni_args: "IgnoreUnknown=1",
+        };
+        plan(cluster(), selected(annotation, config), &pod)
+    }
+
+    #[test]
+    fn interfaces_are_the_runtimes_for_the_cluster_then_net_n_by_position() {
+        let cases: [(&str, &[&str]); 6] = [
+            ("", &["eth0"]),
+            ("a", &["eth0", "net1"]),
+            ("a,b,c", &["eth0", "net1", "net2", "net3"]),
+            ("a@foo,b", &["eth0", "foo", "net2"]),
+            ("a,b@foo,c", &["eth0", "net1", "foo", "net3"]),
+            // The same network twice is two attachments.
+            ("a,a", &["eth0", "net1", "net2"]),
+        ];
+        for (annotation, expected) in cases {
+            let delegates = plan_for(annotation, macvlan).unwrap();
+            let names: Vec<&str> = delegates.iter().map(|d| d.ifname.as_str()).collect();
+            assert_eq!(names, expected, "{annotation:?}");
+        }
+    }
+
+    #[test]
+    fn the_cluster_network_comes_first_and_is_the_only_default() {
+        let delegates = plan_for("a,ns2/b", macvlan).unwrap();
+        let summary: Vec<(&str, bool, &str)> = delegates
+            .iter()
+            .map(|d| (d.network.as_str(), d.is_default, d.cni_name()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("cluster", true, "cluster"),
+                ("ns1/a", false, "a"),
+                ("ns1/b", false, "b")
+            ]
+        );
+        assert_eq!(delegates[1].config, macvlan("a"));
+        assert!(delegates.iter().all(|d| d.version == CniVersion::V1_0_0));
+    }
+
+    #[test]
+    fn an_interface_used_twice_is_an_error_naming_both_networks() {
+        let cases = [
+            // explicit after generated
+            ("a,b@net1", "ns1/b", "net1", "ns1/a"),
+            // generated after explicit
+            ("a@net2,b", "ns1/b", "net2", "ns1/a"),
+            // explicit against the runtime's
+            ("a@eth0", "ns1/a", "eth0", "cluster"),
+        ];
+        for (annotation, network, interface, other) in cases {
+            let error = plan_for(annotation, macvlan).unwrap_err();
+            match &error {
+                ResolveError::DuplicateInterface {
+                    network: n,
+                    ifname: i,
+                    other: o,
+                } => assert_eq!(
+                    (n.as_str(), i.as_str(), o.as_str()),
+                    (network, interface, other),
+                    "{annotation}"
+                ),
+                other => panic!("{annotation}: {other:?}"),
+            }
+            let text = error.to_string();
+            assert!(
+                text.contains(network) && text.contains(other) && text.contains(interface),
+                "{text}"
+            );
+            assert_eq!(error.cni_code(), code::INVALID_CONFIG);
+        }
+    }
+
+    /// (selection keys, the key as the user wrote it, capability, runtimeConfig value)
+    fn capability_requests() -> Vec<(&'static str, &'static str, &'static str, Value)> {
+        vec![
+            (
+                r#""ips": ["10.1.0.5/24", "fd00::5"]"#,
+                "ips",
+                "ips",
+                json!(["10.1.0.5/24", "fd00::5"]),
+            ),
+            (
+                r#""mac": "C2:11:22:33:44:55""#,
+                "mac",
+                "mac",
+                json!("c2:11:22:33:44:55"),
+            ),
+            (
+                r#""portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "UDP"}]"#,
+                "portMappings",
+                "portMappings",
+                json!([{"hostPort": 8080, "containerPort": 80, "protocol": "udp"}]),
+            ),
+            (
+                r#""bandwidth": {"ingressRate": 1000, "ingressBurst": 2000}"#,
+                "bandwidth",
+                "bandwidth",
+                json!({"ingressRate": 1000, "ingressBurst": 2000}),
+            ),
+            (
+                r#""infiniband-guid": "00:11:22:33:44:55:66:77""#,
+                "infiniband-guid",
+                "infinibandGUID",
+                json!("00:11:22:33:44:55:66:77"),
+            ),
+        ]
+    }
+
+    #[test]
+    fn a_selection_asking_for_an_undeclared_capability_fails_naming_key_and_capability() {
+        for (keys, key, capability, _) in capability_requests() {
+            let annotation = format!(r#"[{{"name": "a", {keys}}}]"#);
+            // A capability declared false, or under another name, is not declared.
+            let config = |name: &str| {
+                json!({
+                    "cniVersion": "1.0.0",
+                    "name": name,
+                    "plugins": [
+                        {"type": "macvlan", "capabilities": {capability: false}},
+                        {"type": "tuning", "capabilities": {capability.to_lowercase() + "x": true}},
+                    ],
+                })
+            };
+            let error = plan_for(&annotation, config).unwrap_err();
+            match &error {
+                ResolveError::MissingCapability {
+                    network,
+                    key: k,
+                    capability: c,
+                } => assert_eq!((network.as_str(), *k, *c), ("ns1/a", key, capability)),
+                other => panic!("{keys}: {other:?}"),
+            }
+            let text = error.to_string();
+            assert!(text.contains(key) && text.contains(capability), "{text}");
+            assert_eq!(error.cni_code(), code::INVALID_CONFIG);
+        }
+    }
+
+    #[test]
+    fn a_capability_declared_by_any_plugin_of_the_chain_fills_runtime_config() {
+        for (keys, _, capability, value) in capability_requests() {
+            let annotation = format!(r#"[{{"name": "a", {keys}}}]"#);
+            let config = |name: &str| {
+                json!({
+                    "cniVersion": "1.0.0",
+                    "name": name,
+                    "plugins": [
+                        {"type": "macvlan"},
+                        {"type": "tuning", "capabilities": {capability: true}},
+                    ],
+                })
+            };
+            let delegates = plan_for(&annotation, config).unwrap();
+            let mut expected = Map::new();
+            expected.insert(capability.to_owned(), value);
+            assert_eq!(delegates[1].runtime_config, expected, "{keys}");
+        }
+    }
+
+    #[test]
+    fn a_device_id_needs_no_capability() {
+        for key in ["device-id", "deviceID"] {
+            let annotation = format!(r#"[{{"name": "a", "{key}": "0000:03:00.1"}}]"#);
+            let delegates = plan_for(&annotation, macvlan).unwrap();
+            assert_eq!(
+                Value::Object(delegates[1].runtime_config.clone()),
+                json!({"deviceID": "0000:03:00.1"}),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_runtimes_runtime_config_goes_to_the_cluster_network_only() {
+        let runtime_ifname = ifname("eth0");
+        let runtime_config = json!({
+            "portMappings": [{"hostPort": 80, "containerPort": 8080, "protocol": "tcp"}],
+            "bandwidth": {"egressRate": 5},
+            "dns": {"servers": ["10.96.0.10"]},
+        })
+        .as_object()
+        .unwrap()
+        .clone();
+        let pod = PodContext {
+            runtime_ifname: &runtime_ifname,
+            runtime_config: &runtime_config,
+            cni_args: "IgnoreUnknown=1",
+        };
+        let declares_all = |name: &str| {
+            json!({
+                "cniVersion": "1.0.0",
+                "name": name,
+                "plugins": [{"type": "macvlan"}, {"type": "portmap", "capabilities": {"portMappings": true, "bandwidth": true, "dns": true}}],
+            })
+        };
+        let annotation = r#"[{"name": "a"}, {"name": "b", "portMappings": [{"hostPort": 9090, "containerPort": 90}]}]"#;
+        let delegates = plan(cluster(), selected(annotation, declares_all), &pod).unwrap();
+        assert_eq!(delegates[0].runtime_config, runtime_config);
+        assert!(delegates[1].runtime_config.is_empty(), "{:?}", delegates[1]);
+        assert_eq!(
+            Value::Object(delegates[2].runtime_config.clone()),
+            json!({"portMappings": [{"hostPort": 9090, "containerPort": 90, "protocol": "tcp"}]}),
+            "only the selection's own request"
+        );
+    }
+
+    #[test]
+    fn cni_args_go_to_args_cni_and_their_scalar_values_also_to_cni_args() {
+        let annotation = r#"[{"name": "a", "cni-args": {
+            "text": "v", "number": 5, "flag": true,
+            "list": [1], "object": {"x": 1}, "null": null,
+            "semi": "a;b", "equals": "a=b", "k=ey": "v", "k;ey": "v"
+        }}, {"name": "b"}]"#;
+        let delegates = plan_for(annotation, macvlan).unwrap();
+        let selection = parse_networks(annotation).unwrap();
+        assert_eq!(
+            delegates[1].args_cni, selection[0].cni_args,
+            "args.cni gets all"
+        );
+        let base = "IgnoreUnknown=1;";
+        let extra = delegates[1]
+            .cni_args
+            .strip_prefix(base)
+            .unwrap_or_else(|| panic!("{} lost the pod's args", delegates[1].cni_args));
+        let mut pairs: Vec<&str> = extra.split(';').collect();
+        pairs.sort_unstable();
+        assert_eq!(pairs, ["flag=true", "number=5", "text=v"]);
+        for other in [&delegates[0], &delegates[2]] {
+            assert_eq!(other.cni_args, "IgnoreUnknown=1", "{}", other.network);
+            assert_eq!(other.args_cni, None, "{}", other.network);
+        }
+    }
+
+    #[test]
+    fn the_selections_default_route_is_kept_for_its_delegate() {
+        let annotation = r#"[{"name": "a"}, {"name": "b", "default-route": ["10.1.0.1"]}]"#;
+        let delegates = plan_for(annotation, macvlan).unwrap();
+        let routes: Vec<Option<Vec<IpAddr>>> =
+            delegates.iter().map(|d| d.default_route.clone()).collect();
+        assert_eq!(
+            routes,
+            [None, None, Some(vec!["10.1.0.1".parse().unwrap()])]
+        );
+    }
+
+    #[test]
+    fn delegate_cni_args_adds_ignore_unknown_once_and_the_pod_uid_when_missing() {
+        let cases = [
+            ("", None, "IgnoreUnknown=1"),
+            ("", Some("u1"), "IgnoreUnknown=1;K8S_POD_UID=u1"),
+            (
+                "K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web",
+                Some("u1"),
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=ns;K8S_POD_NAME=web;K8S_POD_UID=u1",
+            ),
+            (
+                "K8S_POD_NAME=web;IgnoreUnknown=true;K8S_POD_UID=u0",
+                Some("u1"),
+                "K8S_POD_NAME=web;IgnoreUnknown=true;K8S_POD_UID=u0",
+            ),
+            (
+                ";;K8S_POD_NAME=web;",
+                None,
+                "IgnoreUnknown=1;K8S_POD_NAME=web",
+            ),
+            // A key that merely starts like one is another key.
+            (
+                "IgnoreUnknownX=1;K8S_POD_UIDX=u0",
+                Some("u1"),
+                "IgnoreUnknown=1;IgnoreUnknownX=1;K8S_POD_UIDX=u0;K8S_POD_UID=u1",
+            ),
+        ];
+        for (runtime, uid, expected) in cases {
+            let once = delegate_cni_args(runtime, uid);
+            assert_eq!(once, expected, "{runtime:?} {uid:?}");
+            assert_eq!(
+                delegate_cni_args(&once, uid),
+                once,
+                "not idempotent for {runtime:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_config_without_a_name_gets_the_nads() {
+        let cases = [
+            (
+                json!({"cniVersion": "1.0.0", "type": "macvlan"}),
+                "nad-name",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "", "type": "macvlan"}),
+                "nad-name",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": null, "type": "macvlan"}),
+                "nad-name",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "own", "type": "macvlan"}),
+                "own",
+            ),
+        ];
+        for (config, name) in cases {
+            let parsed =
+                Unversioned::parse("ns1/nad-name", "nad-name", config.to_string().as_bytes())
+                    .unwrap();
+            assert_eq!(parsed.config.name.as_deref(), Some(name), "{config}");
+            assert_eq!(parsed.raw["name"], name, "{config}");
+            assert_eq!(parsed.raw["type"], "macvlan");
+            assert_eq!(parsed.label, "ns1/nad-name");
+        }
+    }
+
+    #[test]
+    fn the_version_is_the_highest_of_cni_version_and_cni_versions() {
+        let cases = [
+            (json!({"cniVersion": "0.4.0"}), Some(CniVersion::V0_4_0)),
+            (
+                json!({"cniVersion": "0.4.0", "cniVersions": ["1.0.0", "1.1.0"]}),
+                Some(CniVersion::V1_1_0),
+            ),
+            (
+                json!({"cniVersions": ["0.3.1", "9.9.9"]}),
+                Some(CniVersion::V0_3_1),
+            ),
+            (json!({"cniVersion": "2.0.0"}), None),
+            (json!({"cniVersion": "0.2.0"}), None),
+            (json!({}), None),
+        ];
+        for (mut config, version) in cases {
+            config["type"] = json!("macvlan");
+            let parsed = Unversioned::parse("n", "n", config.to_string().as_bytes()).unwrap();
+            assert_eq!(parsed.version, version, "{config}");
+        }
+    }
+
+    #[test]
+    fn an_unusable_config_is_an_error_naming_the_network() {
+        for (bytes, code) in [(&b"{nope"[..], 6), (br#"{"name": "n"}"#, 7)] {
+            let error = Unversioned::parse("ns1/broken", "broken", bytes).unwrap_err();
+            assert!(matches!(error, ResolveError::Config { .. }), "{error:?}");
+            assert_eq!(error.cni_code(), code);
+            assert!(error.to_string().contains("ns1/broken"), "{error}");
+        }
+    }
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_plugins_version_answer_settles_a_config_without_a_usable_version() {
+        let cases: [(Value, &[&str], CniVersion); 4] = [
+            (json!({}), &["0.3.1", "0.4.0", "1.0.0"], CniVersion::V1_0_0),
+            (
+                json!({"cniVersion": "2.0.0"}),
+                &["0.1.0", "1.1.0", "2.0.0"],
+                CniVersion::V1_1_0,
+            ),
+            // A version from the config wins; the answer is not even needed.
+            (json!({"cniVersion": "0.4.0"}), &[], CniVersion::V0_4_0),
+            (
+                json!({"cniVersion": "0.3.1"}),
+                &["1.1.0"],
+                CniVersion::V0_3_1,
+            ),
+        ];
+        for (mut config, supported, expected) in cases {
+            config["type"] = json!("macvlan");
+            let network = Unversioned::parse("ns1/n", "n", config.to_string().as_bytes())
+                .unwrap()
+                .with_plugin_versions(&strings(supported))
+                .unwrap();
+            assert_eq!(network.version, expected, "{config} {supported:?}");
+            assert_eq!(network.label, "ns1/n");
+            assert_eq!(network.raw["name"], "n");
+        }
+    }
+
+    #[test]
+    fn no_common_version_is_an_error_naming_network_plugin_and_config_version() {
+        let cases: [(Value, &[&str], &str); 3] = [
+            (
+                json!({"type": "old-plugin"}),
+                &["0.1.0", "0.2.0"],
+                "nothing",
+            ),
+            (json!({"type": "old-plugin"}), &[], "nothing"),
+            (
+                json!({"cniVersion": "2.0.0", "plugins": [{"type": "old-plugin"}, {"type": "tuning"}]}),
+                &["0.2.0"],
+                "2.0.0",
+            ),
+        ];
+        for (config, supported, asked) in cases {
+            let error = Unversioned::parse("ns1/n", "n", config.to_string().as_bytes())
+                .unwrap()
+                .with_plugin_versions(&strings(supported))
+                .unwrap_err();
+            match &error {
+                ResolveError::NoCommonVersion {
+                    network,
+                    plugin,
+                    asked: a,
+                } => assert_eq!(
+                    (network.as_str(), plugin.as_str(), a.as_str()),
+                    ("ns1/n", "old-plugin", asked)
+                ),
+                other => panic!("{config}: {other:?}"),
+            }
+            assert_eq!(error.cni_code(), code::INCOMPATIBLE_VERSION);
+            let text = error.to_string();
+            assert!(
+                text.contains("ns1/n") && text.contains("old-plugin"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_delegate_survives_the_record_round_trip() {
+        let annotation = r#"[{"name": "a", "interface": "data0", "cni-args": {"k": "v"}, "default-route": ["10.1.0.1"], "mac": "c2:11:22:33:44:55"}]"#;
+        let with_mac = |name: &str| json!({"cniVersion": "1.1.0", "name": name, "type": "macvlan", "capabilities": {"mac": true}});
+        let delegates = plan_for(annotation, with_mac).unwrap();
+        for delegate in delegates {
+            let text = serde_json::to_string(&delegate).unwrap();
+            let back: Delegate = serde_json::from_str(&text).unwrap();
+            assert_eq!(back, delegate);
+            let netconf = back.netconf().unwrap();
+            assert_eq!(netconf.name.as_deref(), Some(back.cni_name()));
+        }
+    }
+}

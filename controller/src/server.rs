@@ -173,7 +173,7 @@ async fn readyz(State(plexus): State<Arc<Plexus>>) -> Response {
     } else {
         "not ready: the source has not loaded"
     };
-    let mut text = format!("{state} {} \n", readiness.summary);
+    let mut text = format!("{state} {}\n", readiness.summary);
     for problem in &readiness.problems {
         text.push_str(&format!("problem: {problem}\n"));
     }

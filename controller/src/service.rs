@@ -193,10 +193,8 @@ impl Plexus {
             runtime_version: request.conf.cni_version,
             attachments: delegates
                 .iter()
-                .map(|d| Attachment {
-                    delegate: d.clone(),
-                    result: None,
-                })
+                .cloned()
+                .map(Attachment::intended)
                 .collect(),
             network_status: Vec::new(),
         };
@@ -209,8 +207,8 @@ impl Plexus {
         };
         let results = match self.attach_and_route(&delegates, target).await {
             Ok(results) => results,
-            Err(error) => {
-                self.records.remove(id)?;
+            Err((error, leftovers)) => {
+                self.keep_only(record, leftovers)?;
                 return Err(error);
             }
         };
@@ -233,30 +231,40 @@ impl Plexus {
         Ok(())
     }
 
+    /// Runs the delegates and moves the default route. On failure everything is rolled back,
+    /// and what the rollback could not remove comes back with the error.
     async fn attach_and_route(
         &self,
         delegates: &[Delegate],
         target: Target<'_>,
-    ) -> Result<Vec<Value>> {
-        let results = attach::attach_all(self.executor.as_ref(), delegates, target).await?;
+    ) -> Result<Vec<Value>, (Error, Vec<Attachment>)> {
+        let exec = self.executor.as_ref();
+        let results = attach::attach_all(exec, delegates, target)
+            .await
+            .map_err(|failure| (Error::Attach(failure.error), failure.leftovers))?;
         if let Err(error) = self
             .move_default_route(delegates, &results, target.netns)
             .await
         {
-            let done: Vec<Attachment> = delegates
+            let done = delegates
                 .iter()
-                .zip(&results)
-                .map(|(d, r)| Attachment {
-                    delegate: d.clone(),
-                    result: Some(r.clone()),
-                })
-                .collect();
-            for failure in attach::detach_all(self.executor.as_ref(), &done, target).await {
-                tracing::warn!(error = %failure, "rollback DEL failed; the runtime's DEL will retry");
-            }
-            return Err(error);
+                .cloned()
+                .zip(results)
+                .map(|(d, r)| Attachment::added(d, r));
+            let leftovers = attach::rollback(exec, done.collect(), target).await;
+            return Err((error, leftovers));
         }
         Ok(results)
+    }
+
+    /// After a failed ADD: the record keeps only what the rollback could not remove, so the
+    /// runtime's DEL retries exactly that; with nothing left, the record goes.
+    fn keep_only(&self, mut record: PodRecord, leftovers: Vec<Attachment>) -> Result<()> {
+        if leftovers.is_empty() {
+            return Ok(self.records.remove(&record.container_id)?);
+        }
+        record.attachments = leftovers;
+        Ok(self.records.save(&record)?)
     }
 
     async fn move_default_route(
@@ -332,10 +340,14 @@ impl Plexus {
             ),
             None => None,
         };
-        let route_moved = delegates.iter().any(|d| d.default_route.is_some());
+        let moved_gateways: Vec<IpAddr> = statuses
+            .iter()
+            .flat_map(|s| s.default_route.iter().flatten())
+            .filter_map(|gw| gw.parse().ok())
+            .collect();
         let mut parsed = parsed.into_iter();
         let cluster = parsed.next().unwrap_or_default();
-        let merged = status::merged_result(prev, cluster, parsed.collect(), route_moved);
+        let merged = status::merged_result(prev, cluster, parsed.collect(), &moved_gateways);
         Ok((merged.to_bytes(request.conf.cni_version), statuses))
     }
 

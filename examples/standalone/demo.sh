@@ -54,7 +54,9 @@ cleanup() {
     local status=$?
     set +e
     trap - EXIT INT TERM
-    if [[ $status -ne 0 && -f $WORK/plexusd.log ]]; then
+    if [[ $status -eq 130 || $status -eq 143 ]]; then
+        printf '\n%sInterrupted.%s\n' "$RED" "$RESET" >&2
+    elif [[ $status -ne 0 && $CREATED_WORK -eq 1 && -f $WORK/plexusd.log ]]; then
         printf '\n%sThe demo failed (exit %s). The end of plexusd'"'"'s log:%s\n' "$RED" "$status" "$RESET" >&2
         tail -n 20 "$WORK/plexusd.log" | indent >&2
     fi
@@ -87,7 +89,8 @@ trap 'exit 143' TERM
 # Installs a Debian package when the file it provides is missing.
 need() {
     local file=$1 package=$2
-    [[ -e $file ]] || command -v "$file" >/dev/null 2>&1 && return 0
+    if [[ $file == */* ]]; then [[ -x $file ]] && return 0
+    else command -v "$file" >/dev/null && return 0; fi
     say "installing $package"
     if [[ -z ${APT_UPDATED:-} ]]; then DEBIAN_FRONTEND=noninteractive apt-get update -qq; APT_UPDATED=1; fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$package" >/dev/null
@@ -98,18 +101,21 @@ need jq jq
 need curl curl
 need "$CNI_BIN/bridge" containernetworking-plugins
 
-# Builds unless each binary is newer than every source file it is built from.
+# Builds unless each binary is newer than every source file it was built from (cargo's
+# dep-info file next to it lists them) and than the Cargo.toml files.
 fresh() {
-    local binary=$1
-    shift
-    [[ -x $BIN/$binary ]] || return 1
-    [[ -z $(find "$ROOT/Cargo.toml" "$ROOT/Cargo.lock" "$@" -newer "$BIN/$binary" -print -quit) ]]
+    local binary=$BIN/$1 crate=$2 line
+    local -a sources
+    [[ -x $binary && -f $binary.d ]] || return 1
+    line=$(head -n 1 "$binary.d")
+    read -r -a sources <<<"${line#*: }"
+    [[ -z $(find "${sources[@]}" "$ROOT/Cargo.toml" "$ROOT/$crate/Cargo.toml" -newer "$binary" -print -quit 2>&1) ]]
 }
 binaries_fresh() {
-    fresh plexusd "$ROOT/controller" "$ROOT/crds" && fresh plexus "$ROOT/shim"
+    fresh plexusd controller && fresh plexus shim
 }
 if ! binaries_fresh; then
-    say "building plexusd and plexus (cargo build --bins)"
+    say "sources are newer than the binaries: cargo build --bins"
     (cd "$ROOT" && cargo build --bins --quiet)
 fi
 
@@ -207,9 +213,13 @@ add_pod() {
     fi
     ADDED+=("$pod")
     show ip -n "${POD_NS[$pod]}" -br addr
-    say "CNI result (what the runtime gets: every interface, only the cluster network's IPs):"
-    jq . <<<"$result" | indent
-    say "network-status:"
+    say "CNI result, what the runtime gets (every interface; only the cluster network's IPs):"
+    jq -r '"cniVersion: \(.cniVersion)",
+        "interfaces:", (.interfaces[]? | "  " + tojson),
+        "ips:", (.ips[]? | "  " + tojson),
+        "routes:", (.routes[]? | "  " + tojson),
+        (.dns // empty | "dns: " + tojson)' <<<"$result" | indent
+    say "network-status (curl --unix-socket $SOCK http://plexus/v1/network-status/<container id>):"
     network_status "$pod" | jq -c '.[]' | indent
 }
 

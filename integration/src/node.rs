@@ -22,9 +22,17 @@ pub struct NodeBuilder {
     extra_conf_files: Vec<(String, String)>,
     config: Vec<String>,
     uplink: bool,
+    plugins: Vec<(String, String)>,
 }
 
 impl NodeBuilder {
+    /// A shell-script plugin in a plugin dir searched before Debian's. `@DIR@` in the script is
+    /// replaced by the node's temp dir.
+    pub fn plugin(mut self, name: &str, script: &str) -> Self {
+        self.plugins.push((name.to_owned(), script.to_owned()));
+        self
+    }
+
     /// The cluster network's conflist (its ipam dataDir is filled in).
     pub fn cluster(mut self, conflist: Value) -> Self {
         self.cluster_conf = Some(conflist);
@@ -68,8 +76,15 @@ impl NodeBuilder {
             dir,
             config: self.config,
         };
-        for sub in ["net.d", "manifests", "records", "ipam"] {
+        for sub in ["net.d", "manifests", "records", "ipam", "bin"] {
             std::fs::create_dir_all(node.dir.path().join(sub)).expect("mkdir");
+        }
+        for (name, script) in &self.plugins {
+            use std::os::unix::fs::PermissionsExt;
+            let path = node.dir().join("bin").join(name);
+            let script = script.replace("@DIR@", &node.dir().display().to_string());
+            std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("write plugin");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
         }
         let cluster = self.cluster_conf.unwrap_or_else(default_cluster);
         node.write_conf("10-cluster.conflist", &cluster.to_string());
@@ -118,6 +133,7 @@ impl Node {
             extra_conf_files: Vec::new(),
             config: Vec::new(),
             uplink: false,
+            plugins: Vec::new(),
         }
     }
 
@@ -160,7 +176,7 @@ impl Node {
     fn start_plexusd(&mut self) {
         let dir = self.dir().to_path_buf();
         let mut config = format!(
-            "socketPath: {sock}\ncniConfDir: {d}/net.d\ncniBinDirs: [{bin}]\nrecordsDir: {d}/records\nmanifestDir: {d}/manifests\ndelegateTimeoutSeconds: 20\n",
+            "socketPath: {sock}\ncniConfDir: {d}/net.d\ncniBinDirs: [{d}/bin, {bin}]\nrecordsDir: {d}/records\nmanifestDir: {d}/manifests\ndelegateTimeoutSeconds: 20\n",
             sock = self.socket().display(),
             d = dir.display(),
             bin = binaries::CNI_BIN_DIR,

@@ -234,8 +234,17 @@ fn default_route_moves_to_the_selected_network() {
 
 #[test]
 fn pods_added_and_deleted_at_the_same_time_each_get_their_own_addresses() {
-    let pods: Vec<Pod> = (0..6).map(|i| Pod::new("tenant", &format!("p{i}"))).collect();
-    let mut builder = Node::builder().manifest("n.yaml", &nad("tenant", "east", &bridge("east", "br-east", "198.18.18.0/24")));
+    let pods: Vec<Pod> = (0..6)
+        .map(|i| Pod::new("tenant", &format!("p{i}")))
+        .collect();
+    let mut builder = Node::builder().manifest(
+        "n.yaml",
+        &nad(
+            "tenant",
+            "east",
+            &bridge("east", "br-east", "198.18.18.0/24"),
+        ),
+    );
     for (i, p) in pods.iter().enumerate() {
         builder = builder.manifest(&format!("p{i}.yaml"), &pod(p, "east"));
     }
@@ -248,7 +257,11 @@ fn pods_added_and_deleted_at_the_same_time_each_get_their_own_addresses() {
     for output in &outputs {
         output.result();
     }
-    let mut addresses: Vec<String> = pods.iter().flat_map(|p| p.links()).flat_map(|l| l.addresses).collect();
+    let mut addresses: Vec<String> = pods
+        .iter()
+        .flat_map(|p| p.links())
+        .flat_map(|l| l.addresses)
+        .collect();
     addresses.sort();
     addresses.dedup();
     assert_eq!(addresses.len(), 12, "{addresses:?}");

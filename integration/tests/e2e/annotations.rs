@@ -82,7 +82,8 @@ fn default_networks_from_the_config_come_before_the_selections() {
             &nad("shared", "net-b", &bridge("net-b", "br-b", "198.18.9.0/24")),
         )
         .manifest("p.yaml", &pod(&web, "net-a"))
-        .config_line("defaultNetworks: [shared/net-b]")
+        .config_line("defaultNetworks: [net-b]")
+        .config_line("systemNamespace: shared")
         .start();
     node.add(&web).result();
     assert!(web.link("net1").unwrap().addresses[0].starts_with("198.18.9."));

@@ -189,3 +189,52 @@ fn a_delegates_own_error_code_and_stderr_reach_the_runtime() {
     );
     assert_nothing_left(&node, &web);
 }
+
+#[test]
+fn an_attachment_whose_rollback_failed_stays_recorded_until_a_del_succeeds() {
+    let web = Pod::new("tenant", "web");
+    // `sticky` attaches nothing but refuses DEL until @DIR@/release exists, like a plugin
+    // whose cleanup hits a transient error.
+    let sticky = r#"cat >/dev/null
+case "$CNI_COMMAND" in
+  ADD) echo '{"cniVersion":"1.0.0","interfaces":[],"ips":[]}' ;;
+  DEL) [ -e @DIR@/release ] && exit 0
+       echo '{"cniVersion":"1.0.0","code":11,"msg":"cleanup busy"}'; exit 1 ;;
+esac"#;
+    let mut broken = macvlan("broken", "198.18.19.0/24");
+    broken["master"] = json!("no-such-if");
+    let node = Node::builder()
+        .plugin("sticky", sticky)
+        .manifest(
+            "a.yaml",
+            &nad(
+                "tenant",
+                "sticky",
+                &json!({"cniVersion": "1.0.0", "name": "sticky", "type": "sticky"}),
+            ),
+        )
+        .manifest("b.yaml", &nad("tenant", "broken", &broken))
+        .manifest("p.yaml", &pod(&web, "sticky,broken"))
+        .start();
+
+    let error = node.add(&web).error();
+    assert!(
+        error["msg"].as_str().unwrap().contains("tenant/broken"),
+        "{error}"
+    );
+    // The cluster network was rolled back; the sticky attachment could not be and is kept.
+    assert!(web.link_names().is_empty());
+    assert!(node.ipam_allocations().is_empty());
+    assert_eq!(node.records().len(), 1);
+
+    let error = node.del(&web).error();
+    assert_eq!(error["code"], 11, "{error}");
+    assert!(
+        error["msg"].as_str().unwrap().contains("tenant/sticky"),
+        "{error}"
+    );
+
+    std::fs::write(node.dir().join("release"), "").unwrap();
+    assert!(node.del(&web).success());
+    assert!(node.records().is_empty());
+}
