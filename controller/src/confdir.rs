@@ -17,6 +17,8 @@ pub enum ConfDirError {
     },
     #[error("no CNI network named {name:?} in {dir}")]
     NoSuchNetwork { dir: PathBuf, name: String },
+    #[error("CNI config {path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
     #[error("no cluster network: {dir} holds no CNI config besides Plexus's own")]
     NoClusterNetwork { dir: PathBuf },
 }
@@ -93,23 +95,24 @@ fn conf_files(dir: &Path) -> Result<Vec<ConfFile>, ConfDirError> {
 }
 
 fn read_conf(path: PathBuf) -> Option<ConfFile> {
-    let parsed = std::fs::read(&path)
-        .map_err(|e| e.to_string())
-        .and_then(|bytes| {
-            let config = NetworkConfig::parse(&bytes).map_err(|e| e.to_string())?;
-            Ok((config, bytes))
-        });
-    match parsed {
-        Ok((config, bytes)) => Some(ConfFile {
-            path,
-            config,
-            bytes,
-        }),
-        Err(problem) => {
-            tracing::warn!(file = %path.display(), %problem, "CNI config skipped");
-            None
-        }
-    }
+    load(&path)
+        .map_err(|problem| tracing::warn!(%problem, "CNI config skipped"))
+        .ok()
+}
+
+/// One config file, by path (Multus's `clusterNetwork` may name one).
+pub fn load(path: &Path) -> Result<ConfFile, ConfDirError> {
+    let invalid = |reason: String| ConfDirError::Invalid {
+        path: path.to_owned(),
+        reason,
+    };
+    let bytes = std::fs::read(path).map_err(|e| invalid(e.to_string()))?;
+    let config = NetworkConfig::parse(&bytes).map_err(|e| invalid(e.to_string()))?;
+    Ok(ConfFile {
+        path: path.to_owned(),
+        config,
+        bytes,
+    })
 }
 
 #[cfg(test)]

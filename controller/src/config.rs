@@ -29,6 +29,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where NADs and pods come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The manifest directory (`manifestDir`): no cluster needed.
+    #[default]
+    Files,
+    /// The Kubernetes API server.
+    Kube,
+}
+
 /// Everything plexusd reads from its config file (YAML; JSON is YAML too).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
@@ -41,17 +52,29 @@ pub struct Config {
     pub cni_bin_dirs: Vec<PathBuf>,
     /// Where attachment records are kept; must survive plexusd restarts.
     pub records_dir: PathBuf,
+    /// Where NADs and pods come from.
+    pub source: SourceKind,
     /// The directory of NAD and Pod manifests (the `files` source).
     pub manifest_dir: PathBuf,
-    /// The `name` of the cluster network's conf in `cni_conf_dir`. Empty: the first conf file
-    /// there that is not Plexus's own, as Multus does.
+    /// The API server's kubeconfig (`kube` source). Empty: the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// This node's name (`kube` source). Empty: `$NODE_NAME`, else the host name.
+    pub node_name: Option<String>,
+    /// The cluster network, as Multus's `clusterNetwork`: a conf file path, a NAD
+    /// (`namespace/name`), the JSON `name` of a conf in `cni_conf_dir`, or a NAD name in
+    /// `systemNamespace`, tried in that order. Empty: the first conf file in `cni_conf_dir`
+    /// that is not Plexus's own.
     pub cluster_network: Option<String>,
     /// NADs attached to every pod after the cluster network and before its own selections.
     /// Without a namespace they are looked up in `systemNamespace`, as Multus does.
     pub default_networks: Vec<String>,
     /// Where NADs named by plexusd's own config live when they name no namespace (Multus's
     /// `multusNamespace`).
-    pub system_namespace: String,
+    pub system_namespace: Namespace,
+    /// Pods may only use NADs of their own namespace and of `globalNamespaces`.
+    pub namespace_isolation: bool,
+    /// Namespaces whose NADs every pod may use under `namespaceIsolation`.
+    pub global_namespaces: Vec<Namespace>,
     /// The deadline for one delegate call, in seconds.
     pub delegate_timeout_seconds: u64,
     pub log_format: LogFormat,
@@ -64,10 +87,15 @@ impl Default for Config {
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
             records_dir: "/var/lib/plexus/records".into(),
+            source: SourceKind::Files,
             manifest_dir: "/etc/plexus/manifests".into(),
+            kubeconfig: None,
+            node_name: None,
             cluster_network: None,
             default_networks: Vec::new(),
-            system_namespace: "kube-system".into(),
+            system_namespace: Namespace::well_known("kube-system"),
+            namespace_isolation: false,
+            global_namespaces: vec![Namespace::well_known("default")],
             delegate_timeout_seconds: 60,
             log_format: LogFormat::Text,
         }
@@ -105,15 +133,35 @@ impl Config {
         self.default_network_refs().map(drop)
     }
 
+    /// This node's name for the `kube` source.
+    pub fn node_name(&self) -> String {
+        self.node_name
+            .clone()
+            .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_owned())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Whether a pod in `pod_namespace` may use a NAD in `nad_namespace`.
+    pub fn may_use(&self, pod_namespace: &Namespace, nad_namespace: &Namespace) -> bool {
+        !self.namespace_isolation
+            || pod_namespace == nad_namespace
+            || self.global_namespaces.contains(nad_namespace)
+    }
+
     pub fn default_network_refs(&self) -> Result<Vec<NetworkRef>, String> {
-        let system = Namespace::parse(&self.system_namespace)
-            .map_err(|e| format!("systemNamespace: {e}"))?;
         self.default_networks
             .iter()
             .map(|n| {
                 let mut network =
                     NetworkRef::parse(n).map_err(|e| format!("defaultNetworks: {e}"))?;
-                network.namespace.get_or_insert_with(|| system.clone());
+                network
+                    .namespace
+                    .get_or_insert_with(|| self.system_namespace.clone());
                 Ok(network)
             })
             .collect()

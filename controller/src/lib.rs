@@ -10,12 +10,18 @@ pub mod cni;
 pub mod confdir;
 /// plexusd's config file.
 pub mod config;
+/// Plexus's own `00-plexus.conflist`, generated from the cluster network's config.
+pub mod conflist;
+/// Files put on the node atomically: the shim in the CNI bin dir, the conflist.
+pub mod install;
 /// Per-container serialization of operations.
 pub mod locks;
 /// Validated identifiers (container ids, interface names, Kubernetes names).
 pub mod names;
 /// plexusd's own netlink work inside pod namespaces (default-route moves).
 pub mod netlink;
+/// `plexusd probe`: kubelet's exec probe against the unix socket.
+pub mod probe;
 /// The on-disk attachment records.
 pub mod records;
 /// The socket protocol's request, parsed at the edge.

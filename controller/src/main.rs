@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use clap::Parser;
 use plexus_controller::cni::PluginExecutor;
-use plexus_controller::config::{Config, LogFormat};
+use plexus_controller::config::{Config, LogFormat, SourceKind};
 use plexus_controller::records::RecordStore;
 use plexus_controller::server;
 use plexus_controller::service::Plexus;
+use plexus_controller::source::Source;
 use plexus_controller::source::files::FilesSource;
+use plexus_controller::source::kube::{self, KubeSource};
 
 /// The Plexus node controller: attaches pods to the networks their annotations name.
 #[derive(Parser)]
@@ -42,8 +44,19 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    let source = FilesSource::load(&config.manifest_dir);
-    let _watcher = source.watch()?;
+    // The files source follows its directory for as long as this watcher lives.
+    let mut _watcher = None;
+    let source: Arc<dyn Source> = match config.source {
+        SourceKind::Files => {
+            let files = FilesSource::load(&config.manifest_dir);
+            _watcher = Some(files.watch()?);
+            files
+        }
+        SourceKind::Kube => {
+            let client = kube::client(config.kubeconfig.as_deref()).await?;
+            KubeSource::start(client, &config.node_name())
+        }
+    };
     let records = RecordStore::open(&config.records_dir)?;
     let executor = Arc::new(PluginExecutor::new(
         config.cni_bin_dirs.clone(),

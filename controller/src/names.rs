@@ -99,6 +99,17 @@ string_newtype!(
     check_dns_subdomain
 );
 
+impl Namespace {
+    /// A namespace name written in plexusd's own code; it must be valid (tests check each).
+    pub(crate) fn well_known(name: &'static str) -> Self {
+        debug_assert!(
+            check_dns_label(name).is_ok(),
+            "{name} is not a namespace name"
+        );
+        Self(name.to_owned())
+    }
+}
+
 impl IfName {
     /// The name Multus gives the attachment at `position` in the pod's delegate list.
     pub fn numbered(position: usize) -> Self {

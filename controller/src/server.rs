@@ -168,20 +168,23 @@ fn error_reply(error: &CniError, cni_version: &str) -> Response {
 
 async fn readyz(State(plexus): State<Arc<Plexus>>) -> Response {
     let readiness = plexus.source().readiness();
-    let state = if readiness.ready {
-        "ready"
-    } else {
-        "not ready: the source has not loaded"
+    // Disconnected but synced still serves ADD from the caches; readiness says so, so the
+    // operator sees it, while STATUS (ability to serve ADD) stays green.
+    let (status, state) = match (readiness.ready, readiness.connected) {
+        (true, true) => (StatusCode::OK, "ready"),
+        (true, false) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "degraded: serving from cache",
+        ),
+        (false, _) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the source has not loaded",
+        ),
     };
     let mut text = format!("{state} {}\n", readiness.summary);
     for problem in &readiness.problems {
         text.push_str(&format!("problem: {problem}\n"));
     }
-    let status = if readiness.ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
     (status, text).into_response()
 }
 

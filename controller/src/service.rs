@@ -12,17 +12,27 @@ use crate::cni::{CniError, CniResult, Executor, code};
 use crate::confdir::{self, ConfDirError};
 use crate::config::Config;
 use crate::locks::ContainerLocks;
-use crate::names::{ContainerId, IfName, Namespace, NetworkRef, PodKey};
+use crate::names::{ContainerId, IfName, NameError, Namespace, NetworkRef, ObjectName, PodKey};
 use crate::netlink::{self, NetlinkError};
 use crate::records::{Attachment, PodRecord, RecordError, RecordStore};
 use crate::request::CniRequest;
 use crate::resolve::{self, Delegate, Network, PodContext, ResolveError, Unversioned};
 use crate::selection::{self, NETWORKS_ANNOTATION, Selection, SelectionError};
-use crate::source::{PodInfo, Source, SourceError};
+use crate::source::{PodEvent, PodInfo, Source, SourceError};
 use crate::status::{self, NetworkStatus};
 
 /// The namespace of a pod the runtime did not name (no K8S_POD_NAMESPACE in CNI_ARGS).
 const FALLBACK_NAMESPACE: &str = "default";
+
+/// Multus's annotation that replaces the cluster network for one pod.
+pub const DEFAULT_NETWORK_ANNOTATION: &str = "v1.multus-cni.io/default-network";
+
+/// Who a network is resolved for, for isolation checks and error messages.
+#[derive(Clone, Copy)]
+struct Asking<'a> {
+    pod: &'a str,
+    namespace: &'a Namespace,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -37,6 +47,12 @@ pub enum Error {
     UnknownNetwork { pod: String, network: String },
     #[error("pod {pod}: {source}")]
     Source { pod: String, source: SourceError },
+    #[error("pod {pod}: invalid {DEFAULT_NETWORK_ANNOTATION} annotation: {source}")]
+    DefaultNetwork { pod: String, source: NameError },
+    #[error(
+        "pod {pod} may not use network {network}: namespace isolation allows only the pod's own namespace and the global namespaces"
+    )]
+    Isolated { pod: String, network: String },
     #[error("network {network}: {source}")]
     ConfDir {
         network: String,
@@ -91,6 +107,8 @@ impl Error {
         match self {
             Self::Request(e) => e.code,
             Self::Selection { .. }
+            | Self::DefaultNetwork { .. }
+            | Self::Isolated { .. }
             | Self::UnknownNetwork { .. }
             | Self::ConfDir { .. }
             | Self::NoGateway { .. } => code::INVALID_CONFIG,
@@ -110,7 +128,8 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Self::Request(_) => "request",
-            Self::Selection { .. } => "selection",
+            Self::Selection { .. } | Self::DefaultNetwork { .. } => "selection",
+            Self::Isolated { .. } => "isolation",
             Self::UnknownNetwork { .. } => "unknown_network",
             Self::Source { .. } => "source",
             Self::ConfDir { .. } => "conf_dir",
@@ -174,22 +193,43 @@ impl Plexus {
         }
     }
 
-    /// ADD: attaches every network and returns the result for the runtime.
+    /// ADD: attaches every network and returns the result for the runtime. What happened is
+    /// also told to the pod: its network-status and an event per interface or failure.
     pub async fn add(&self, request: &CniRequest) -> Result<Vec<u8>> {
         let (id, ifname) = Self::attachment_of(request)?;
         let _container = self.locks.lock(id).await;
         let _gc = self.gc_gate.read().await;
         self.clean_leftovers(id, &request.netns).await?;
         let pod_key = request.args.pod().map_err(Error::Request)?;
-        let pod = self.pod_info(pod_key.as_ref()).await?;
-        let delegates = self
-            .resolve(request, ifname, pod_key.as_ref(), pod.as_deref())
-            .await?;
+        let runtime_uid = request.args.get("K8S_POD_UID");
+        let pod = self.pod_info(pod_key.as_ref(), runtime_uid).await?;
+        let uid = runtime_uid.or_else(|| pod.as_ref().and_then(|p| p.uid.as_deref()));
+        let outcome = self
+            .attach_pod(request, id, ifname, pod_key.as_ref(), pod.as_deref())
+            .await;
+        if let Some(key) = &pod_key {
+            match &outcome {
+                Ok((_, statuses)) => self.tell_pod_attached(key, uid, statuses),
+                Err(error) => self.tell_pod_failed(key, uid, error),
+            }
+        }
+        outcome.map(|(reply, _)| reply)
+    }
+
+    async fn attach_pod(
+        &self,
+        request: &CniRequest,
+        id: &ContainerId,
+        ifname: &IfName,
+        pod_key: Option<&PodKey>,
+        pod: Option<&PodInfo>,
+    ) -> Result<(Vec<u8>, Vec<NetworkStatus>)> {
+        let delegates = self.resolve(request, ifname, pod_key, pod).await?;
         let mut record = PodRecord {
             container_id: id.clone(),
             ifname: ifname.clone(),
             netns: request.netns.clone(),
-            pod: pod_key,
+            pod: pod_key.cloned(),
             runtime_version: request.conf.cni_version,
             attachments: delegates
                 .iter()
@@ -216,9 +256,39 @@ impl Plexus {
         for (attachment, result) in record.attachments.iter_mut().zip(results) {
             attachment.result = Some(result);
         }
-        record.network_status = statuses;
+        record.network_status = statuses.clone();
         self.records.save(&record)?;
-        Ok(reply)
+        Ok((reply, statuses))
+    }
+
+    fn tell_pod_attached(&self, pod: &PodKey, uid: Option<&str>, statuses: &[NetworkStatus]) {
+        Arc::clone(&self.source).publish_status(pod, uid, statuses);
+        for status in statuses {
+            let message = format!(
+                "Add {} [{}] from {}",
+                status.interface.as_deref().unwrap_or("-"),
+                status.ips.join(","),
+                status.name
+            );
+            let event = PodEvent {
+                warning: false,
+                reason: "AddedInterface",
+                action: "Attach",
+                message,
+            };
+            Arc::clone(&self.source).publish_event(pod, uid, event);
+        }
+    }
+
+    fn tell_pod_failed(&self, pod: &PodKey, uid: Option<&str>, error: &Error) {
+        let message = error.to_string();
+        let event = PodEvent {
+            warning: true,
+            reason: "NetworkAttachFailed",
+            action: "Attach",
+            message,
+        };
+        Arc::clone(&self.source).publish_event(pod, uid, event);
     }
 
     /// A record left by an ADD that crashed or was retried without DEL: undo it first, so the
@@ -351,12 +421,20 @@ impl Plexus {
         Ok((merged.to_bytes(request.conf.cni_version), statuses))
     }
 
-    async fn pod_info(&self, key: Option<&PodKey>) -> Result<Option<Arc<PodInfo>>> {
+    async fn pod_info(
+        &self,
+        key: Option<&PodKey>,
+        uid: Option<&str>,
+    ) -> Result<Option<Arc<PodInfo>>> {
         let Some(key) = key else { return Ok(None) };
-        let pod = self.source.pod(key).await.map_err(|source| Error::Source {
-            pod: key.to_string(),
-            source,
-        })?;
+        let pod = self
+            .source
+            .pod(key, uid)
+            .await
+            .map_err(|source| Error::Source {
+                pod: key.to_string(),
+                source,
+            })?;
         if pod.is_none() {
             tracing::info!(pod = %key, "pod not known to the source; attaching the cluster network only");
         }
@@ -372,32 +450,27 @@ impl Plexus {
         pod: Option<&PodInfo>,
     ) -> Result<Vec<Delegate>> {
         let pod_label = pod_key.map_or_else(|| "(unnamed)".to_owned(), ToString::to_string);
-        let namespace = match pod_key {
-            Some(key) => key.namespace.clone(),
-            None => Namespace::parse(FALLBACK_NAMESPACE)
-                .map_err(|e| Error::Request(CniError::new(code::INTERNAL, e.to_string(), "")))?,
+        let namespace = pod_key.map_or_else(
+            || Namespace::well_known(FALLBACK_NAMESPACE),
+            |k| k.namespace.clone(),
+        );
+        let asking = Asking {
+            pod: &pod_label,
+            namespace: &namespace,
         };
-        let mut selections: Vec<Selection> = self
-            .default_networks
-            .iter()
-            .cloned()
-            .map(Selection::new)
-            .collect();
-        if let Some(annotation) = pod.and_then(|p| p.annotation(NETWORKS_ANNOTATION)) {
-            let parsed =
-                selection::parse_networks(annotation).map_err(|source| Error::Selection {
-                    pod: pod_label.clone(),
-                    source: Box::new(source),
-                })?;
-            selections.extend(parsed);
+        let cluster = self.cluster_network(pod, Some(asking)).await?;
+        let mut secondaries = Vec::new();
+        // plexusd's own default networks are the operator's choice: no isolation applies.
+        for network in &self.default_networks {
+            let (nad_namespace, name) = network.in_namespace(&namespace);
+            let resolved = self.nad_network(&nad_namespace, &name, asking).await?;
+            secondaries.push((Selection::new(network.clone()), resolved));
         }
-        let cluster = self.cluster_network().await?;
-        let mut secondaries = Vec::with_capacity(selections.len());
-        for selection in selections {
-            let network = self
-                .selected_network(&selection, &namespace, &pod_label)
-                .await?;
-            secondaries.push((selection, network));
+        for selection in self.selections(pod, &pod_label)? {
+            let (nad_namespace, name) = selection.network.in_namespace(&namespace);
+            self.check_isolation(asking, &nad_namespace, &name)?;
+            let resolved = self.nad_network(&nad_namespace, &name, asking).await?;
+            secondaries.push((selection, resolved));
         }
         let cni_args =
             resolve::delegate_cni_args(&request.args.raw, pod.and_then(|p| p.uid.as_deref()));
@@ -409,38 +482,107 @@ impl Plexus {
         Ok(resolve::plan(cluster, secondaries, &context)?)
     }
 
-    async fn cluster_network(&self) -> Result<Network> {
-        let wanted = self.config.cluster_network.as_deref();
-        let file =
-            confdir::cluster_network(&self.config.cni_conf_dir, wanted).map_err(|source| {
-                Error::ConfDir {
-                    network: wanted.unwrap_or("(cluster network)").to_owned(),
+    fn selections(&self, pod: Option<&PodInfo>, pod_label: &str) -> Result<Vec<Selection>> {
+        let Some(annotation) = pod.and_then(|p| p.annotation(NETWORKS_ANNOTATION)) else {
+            return Ok(Vec::new());
+        };
+        selection::parse_networks(annotation).map_err(|source| Error::Selection {
+            pod: pod_label.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    fn check_isolation(
+        &self,
+        asking: Asking<'_>,
+        namespace: &Namespace,
+        name: &ObjectName,
+    ) -> Result<()> {
+        if self.config.may_use(asking.namespace, namespace) {
+            return Ok(());
+        }
+        Err(Error::Isolated {
+            pod: asking.pod.to_owned(),
+            network: format!("{namespace}/{name}"),
+        })
+    }
+
+    /// The cluster network: Multus's `v1.multus-cni.io/default-network` annotation when the
+    /// pod has one, else plexusd's `clusterNetwork`, else the first conf in the conf dir.
+    async fn cluster_network(
+        &self,
+        pod: Option<&PodInfo>,
+        asking: Option<Asking<'_>>,
+    ) -> Result<Network> {
+        let asking = asking.unwrap_or(Asking {
+            pod: "(none)",
+            namespace: &self.config.system_namespace,
+        });
+        if let Some(annotation) = pod.and_then(|p| p.annotation(DEFAULT_NETWORK_ANNOTATION)) {
+            let network =
+                NetworkRef::parse(annotation.trim()).map_err(|source| Error::DefaultNetwork {
+                    pod: asking.pod.to_owned(),
                     source,
+                })?;
+            let (namespace, name) = network.in_namespace(&self.config.system_namespace);
+            self.check_isolation(asking, &namespace, &name)?;
+            return self.nad_network(&namespace, &name, asking).await;
+        }
+        let wanted = self.config.cluster_network.as_deref();
+        let conf_error = |source| Error::ConfDir {
+            network: wanted.unwrap_or("(cluster network)").to_owned(),
+            source,
+        };
+        let file = match wanted {
+            Some(path) if path.starts_with('/') => {
+                confdir::load(std::path::Path::new(path)).map_err(conf_error)?
+            }
+            Some(reference) if reference.contains('/') => {
+                let network =
+                    NetworkRef::parse(reference).map_err(|source| Error::DefaultNetwork {
+                        pod: "clusterNetwork".to_owned(),
+                        source,
+                    })?;
+                let (namespace, name) = network.in_namespace(&self.config.system_namespace);
+                return self.nad_network(&namespace, &name, asking).await;
+            }
+            _ => match confdir::cluster_network(&self.config.cni_conf_dir, wanted) {
+                Ok(file) => file,
+                Err(error @ ConfDirError::NoSuchNetwork { .. }) => {
+                    // Multus also takes a bare clusterNetwork as a NAD in its own namespace.
+                    let name = wanted
+                        .and_then(|w| ObjectName::parse(w).ok())
+                        .ok_or_else(|| conf_error(error))?;
+                    return self
+                        .nad_network(&self.config.system_namespace, &name, asking)
+                        .await;
                 }
-            })?;
+                Err(error) => return Err(conf_error(error)),
+            },
+        };
         let name = file.name().unwrap_or_default().to_owned();
         self.settle_version(Unversioned::parse(&name, &name, &file.bytes)?)
             .await
     }
 
-    async fn selected_network(
+    /// A NAD's network: its inline config, or the conf file of its name (NPWG §3.4.1).
+    async fn nad_network(
         &self,
-        selection: &Selection,
-        pod_namespace: &Namespace,
-        pod_label: &str,
+        namespace: &Namespace,
+        name: &ObjectName,
+        asking: Asking<'_>,
     ) -> Result<Network> {
-        let (namespace, name) = selection.network.in_namespace(pod_namespace);
         let label = format!("{namespace}/{name}");
         let nad = self
             .source
-            .nad(&namespace, &name)
+            .nad(namespace, name)
             .await
             .map_err(|source| Error::Source {
-                pod: pod_label.to_owned(),
+                pod: asking.pod.to_owned(),
                 source,
             })?
             .ok_or_else(|| Error::UnknownNetwork {
-                pod: pod_label.to_owned(),
+                pod: asking.pod.to_owned(),
                 network: label.clone(),
             })?;
         let bytes = match nad.inline_config() {
@@ -541,7 +683,7 @@ impl Plexus {
             )));
         }
         let cluster = self
-            .cluster_network()
+            .cluster_network(None, None)
             .await
             .map_err(|e| Error::NotReady(e.to_string()))?;
         let delegate = Delegate {

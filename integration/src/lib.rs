@@ -2,6 +2,7 @@
 //! another namespace; nothing is created in the machine's own namespace, and everything is
 //! removed again by Drop guards, also when a test fails.
 
+pub mod apiserver;
 pub mod binaries;
 pub mod netns;
 pub mod node;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 
+use crate::apiserver::ApiServer;
 use crate::shim::{self, CniEnv, ShimOutput};
 use crate::{Netns, Pod, binaries};
 
@@ -23,9 +24,17 @@ pub struct NodeBuilder {
     config: Vec<String>,
     uplink: bool,
     plugins: Vec<(String, String)>,
+    kube: bool,
 }
 
 impl NodeBuilder {
+    /// plexusd on the `kube` source, against a test API server in the node's namespace, with
+    /// a kubeconfig whose token file the test can rotate.
+    pub fn kube(mut self) -> Self {
+        self.kube = true;
+        self
+    }
+
     /// A shell-script plugin in a plugin dir searched before Debian's. `@DIR@` in the script is
     /// replaced by the node's temp dir.
     pub fn plugin(mut self, name: &str, script: &str) -> Self {
@@ -70,12 +79,17 @@ impl NodeBuilder {
             .prefix("plexus-test-")
             .tempdir()
             .expect("temp dir");
-        let node = Node {
+        let api = self.kube.then(|| ApiServer::start_in(&netns.path()));
+        let mut node = Node {
             plexusd: None,
             netns,
             dir,
             config: self.config,
+            api,
         };
+        if node.api.is_some() {
+            node.connect_to_api();
+        }
         for sub in ["net.d", "manifests", "records", "ipam", "bin"] {
             std::fs::create_dir_all(node.dir.path().join(sub)).expect("mkdir");
         }
@@ -101,7 +115,6 @@ impl NodeBuilder {
             node.netns.ip(&["link", "set", "uplink0", "up"]);
             node.netns.ip(&["link", "set", "uplink0p", "up"]);
         }
-        let mut node = node;
         node.start_plexusd();
         node
     }
@@ -123,7 +136,12 @@ pub struct Node {
     pub netns: Netns,
     dir: TempDir,
     config: Vec<String>,
+    /// The test API server of a `kube` node; dropped after plexusd is stopped.
+    pub api: Option<ApiServer>,
 }
+
+/// The name of every test node in the API server.
+pub const NODE_NAME: &str = "node-a";
 
 impl Node {
     pub fn builder() -> NodeBuilder {
@@ -134,11 +152,83 @@ impl Node {
             config: Vec::new(),
             uplink: false,
             plugins: Vec::new(),
+            kube: false,
         }
     }
 
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The test API server of a `kube` node.
+    pub fn api(&self) -> &ApiServer {
+        self.api.as_ref().expect("a node built with .kube()")
+    }
+
+    fn connect_to_api(&mut self) {
+        let token_file = self.dir().join("token");
+        std::fs::write(&token_file, "token-1").expect("write token");
+        self.api().set_token(Some("token-1"));
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: plexusd\ncurrent-context: test\nusers:\n- name: plexusd\n  user:\n    tokenFile: {token}\n",
+            url = self.api().url(),
+            token = token_file.display(),
+        );
+        std::fs::write(self.dir().join("kubeconfig"), kubeconfig).expect("write kubeconfig");
+        let kube_lines = [
+            "source: kube".to_owned(),
+            format!("kubeconfig: {}/kubeconfig", self.dir().display()),
+            format!("nodeName: {NODE_NAME}"),
+        ];
+        self.config.extend(kube_lines);
+    }
+
+    /// Rotates the service account token: the API server accepts only the new one, and the
+    /// token file plexusd reads now holds it.
+    pub fn rotate_token(&self, token: &str) {
+        std::fs::write(self.dir().join("token"), token).expect("write token");
+        self.api().set_token(Some(token));
+    }
+
+    /// Creates or replaces the pod in the API server, scheduled on this node.
+    pub fn apply_pod(&self, pod: &Pod, annotations: Value) {
+        self.apply_pod_on(pod, annotations, NODE_NAME);
+    }
+
+    /// Creates or replaces the pod in the API server, scheduled on `node`.
+    pub fn apply_pod_on(&self, pod: &Pod, annotations: Value, node: &str) {
+        self.api().apply(json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid, "annotations": annotations},
+            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app"}]}
+        }));
+    }
+
+    /// Creates or replaces a NAD in the API server; `@IPAM@` in its config is filled in.
+    pub fn apply_nad(&self, namespace: &str, name: &str, config: &Value) {
+        self.api().apply(json!({
+            "apiVersion": "k8s.cni.cncf.io/v1",
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"config": self.fill(&config.to_string())}
+        }));
+    }
+
+    /// Waits until plexusd's /readyz body contains `text` (e.g. `nads=2 `, `degraded`).
+    pub fn wait_for_readyz(&self, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            last = self.get("/readyz");
+            if let Some((_, body)) = &last
+                && body.contains(text)
+            {
+                return body.clone();
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("/readyz never said {text:?}; last: {last:?}");
     }
 
     pub fn socket(&self) -> PathBuf {

@@ -99,6 +99,7 @@ impl Source for FilesSource {
     fn pod<'a>(
         &'a self,
         key: &'a PodKey,
+        _uid: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<Arc<PodInfo>>, SourceError>> {
         let found = self.snapshot().pods.get(key).cloned();
         Box::pin(async move { Ok(found) })
@@ -121,6 +122,7 @@ impl Source for FilesSource {
         let catalog = self.snapshot();
         Readiness {
             ready: true,
+            connected: true,
             summary: format!("nads={} pods={}", catalog.nads.len(), catalog.pods.len()),
             problems: catalog.problems.clone(),
         }
@@ -321,10 +323,13 @@ metadata: {name: ignored}
                 .is_none()
         );
         let pod = source
-            .pod(&PodKey {
-                namespace: key("tenant", "web").0,
-                name: key("tenant", "web").1,
-            })
+            .pod(
+                &PodKey {
+                    namespace: key("tenant", "web").0,
+                    name: key("tenant", "web").1,
+                },
+                None,
+            )
             .await
             .unwrap()
             .unwrap();

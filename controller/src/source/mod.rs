@@ -1,7 +1,8 @@
-//! Where NADs and pods come from. `files` reads manifests from a directory; a Kubernetes
-//! source plugs in behind the same trait.
+//! Where NADs and pods come from. `files` reads manifests from a directory; `kube` follows the
+//! API server. Both sit behind one trait, so resolution never knows which one it talks to.
 
 pub mod files;
+pub mod kube;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use futures::future::BoxFuture;
 use plexus_crds::NetworkAttachmentDefinition;
 
 use crate::names::{Namespace, ObjectName, PodKey};
+use crate::status::NetworkStatus;
 
 /// What plexusd needs to know about a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,18 +38,34 @@ pub enum SourceError {
 /// Whether the source can answer, and what it found wrong on the way.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Readiness {
+    /// The source has loaded once and can serve ADD (from its cache, at worst stale).
     pub ready: bool,
+    /// The source is following its origin right now; false while, say, the API server is
+    /// unreachable and the caches age.
+    pub connected: bool,
     /// What the source holds, for operators, e.g. `nads=3 pods=2`.
     pub summary: String,
     /// Problems that do not stop the source, e.g. a manifest that does not parse.
     pub problems: Vec<String>,
 }
 
-/// Answers lookups for resolution. Implementations answer from a cache where they can.
+/// An event about a pod, for the people who run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodEvent {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub action: &'static str,
+    pub message: String,
+}
+
+/// Answers lookups for resolution, and takes what Plexus reports back about pods.
+/// Implementations answer from a cache where they can.
 pub trait Source: Send + Sync {
+    /// The pod `key`; with `uid`, an older pod of the same name does not count.
     fn pod<'a>(
         &'a self,
         key: &'a PodKey,
+        uid: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<Arc<PodInfo>>, SourceError>>;
 
     fn nad<'a>(
@@ -57,4 +75,18 @@ pub trait Source: Send + Sync {
     ) -> BoxFuture<'a, Result<Option<Arc<NetworkAttachmentDefinition>>, SourceError>>;
 
     fn readiness(&self) -> Readiness;
+
+    /// Publishes a pod's network-status. It must not delay the CNI answer: implementations
+    /// write in the background and retry. A source without pod objects to write to keeps
+    /// nothing; the record holds the status either way.
+    fn publish_status(
+        self: Arc<Self>,
+        _pod: &PodKey,
+        _uid: Option<&str>,
+        _status: &[NetworkStatus],
+    ) {
+    }
+
+    /// Records an event on the pod, best effort, in the background.
+    fn publish_event(self: Arc<Self>, _pod: &PodKey, _uid: Option<&str>, _event: PodEvent) {}
 }

@@ -6,5 +6,6 @@ mod fixtures;
 mod add;
 mod annotations;
 mod failures;
+mod kube;
 mod lifecycle;
 mod shim;

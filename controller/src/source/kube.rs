@@ -1,0 +1,481 @@
+//! The `kube` source: NADs and this node's pods from the API server, through kube-rs
+//! reflectors, plus the writes back to the pods (network-status and events).
+//!
+//! Lookups answer from the caches; only a miss (kubelet often runs CNI before the pod's watch
+//! event arrives) costs one GET. Writes never hold up a CNI answer: they run in the background
+//! and the status write is retried until it lands or the pod is gone.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::TryStreamExt;
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource};
+use plexus_crds::NetworkAttachmentDefinition;
+
+use super::{PodEvent, PodInfo, Readiness, Source, SourceError};
+use crate::names::{Namespace, ObjectName, PodKey};
+use crate::status::{NETWORK_STATUS_ANNOTATION, NetworkStatus};
+
+/// Backoff of the network-status write retries.
+const RETRY_FIRST: Duration = Duration::from_millis(200);
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+pub struct KubeSource {
+    client: Client,
+    nads: Store<NetworkAttachmentDefinition>,
+    pods: Store<Pod>,
+    health: Arc<Health>,
+    recorder: Recorder,
+    /// The latest status write per pod; an older retry loop stops when it is superseded.
+    pending: Mutex<HashMap<PodKey, u64>>,
+}
+
+/// What the two watches report about themselves.
+#[derive(Default)]
+struct Health {
+    nads_synced: AtomicBool,
+    pods_synced: AtomicBool,
+    errors: Mutex<HashMap<&'static str, String>>,
+}
+
+impl Health {
+    fn has_error(&self, watch: &'static str) -> bool {
+        self.errors
+            .lock()
+            .map(|e| e.contains_key(watch))
+            .unwrap_or(false)
+    }
+
+    fn set_error(&self, watch: &'static str, error: Option<String>) {
+        if let Ok(mut errors) = self.errors.lock() {
+            match error {
+                Some(error) => errors.insert(watch, error),
+                None => errors.remove(watch),
+            };
+        }
+    }
+}
+
+impl KubeSource {
+    /// Starts the NAD and pod watches; the source is ready once both have listed.
+    pub fn start(client: Client, node_name: &str) -> Arc<Self> {
+        let health = Arc::new(Health::default());
+        let nads = spawn_reflector(
+            Api::<NetworkAttachmentDefinition>::all(client.clone()),
+            watcher::Config::default(),
+            "nads",
+            Arc::clone(&health),
+            |nad: &mut NetworkAttachmentDefinition| nad.metadata.managed_fields = None,
+        );
+        // Only this node's pods: memory stays flat however many pods the cluster runs.
+        let pods = spawn_reflector(
+            Api::<Pod>::all(client.clone()),
+            watcher::Config::default().fields(&format!("spec.nodeName={node_name}")),
+            "pods",
+            Arc::clone(&health),
+            strip_pod,
+        );
+        let reporter = Reporter {
+            controller: "plexus".into(),
+            instance: Some(node_name.to_owned()),
+        };
+        let recorder = Recorder::new(client.clone(), reporter);
+        let source = Arc::new(Self {
+            client,
+            nads,
+            pods,
+            health,
+            recorder,
+            pending: Mutex::default(),
+        });
+        source.watch_readiness();
+        source
+    }
+
+    fn watch_readiness(&self) {
+        for (store, flag) in [
+            (self.nads.clone().wait_until_ready_boxed(), "nads"),
+            (self.pods.clone().wait_until_ready_boxed(), "pods"),
+        ] {
+            let health = Arc::clone(&self.health);
+            tokio::spawn(async move {
+                if store.await.is_ok() {
+                    let synced = if flag == "nads" {
+                        &health.nads_synced
+                    } else {
+                        &health.pods_synced
+                    };
+                    synced.store(true, Ordering::Release);
+                    tracing::info!(watch = flag, "cache synced");
+                }
+            });
+        }
+    }
+
+    fn pod_api(&self, namespace: &Namespace) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), namespace.as_str())
+    }
+
+    async fn write_status(
+        &self,
+        pod: &PodKey,
+        uid: Option<&str>,
+        body: &serde_json::Value,
+    ) -> Result<(), kube::Error> {
+        let mut patch = serde_json::json!({ "metadata": { "annotations": {
+            NETWORK_STATUS_ANNOTATION: body.to_string()
+        }}});
+        // The uid is immutable, so naming it makes the patch fail on a pod of the same name
+        // that replaced ours, instead of writing our status onto it.
+        if let Some(uid) = uid {
+            patch["metadata"]["uid"] = uid.into();
+        }
+        self.pod_api(&pod.namespace)
+            .patch(
+                pod.name.as_str(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map(drop)
+    }
+
+    fn next_generation(&self, pod: &PodKey) -> u64 {
+        let Ok(mut pending) = self.pending.lock() else {
+            return 0;
+        };
+        let generation = pending.entry(pod.clone()).or_default();
+        *generation += 1;
+        *generation
+    }
+
+    fn is_current(&self, pod: &PodKey, generation: u64) -> bool {
+        self.pending
+            .lock()
+            .map(|p| p.get(pod) == Some(&generation))
+            .unwrap_or(false)
+    }
+
+    fn finish(&self, pod: &PodKey, generation: u64) {
+        if let Ok(mut pending) = self.pending.lock()
+            && pending.get(pod) == Some(&generation)
+        {
+            pending.remove(pod);
+        }
+    }
+
+    async fn status_retry_loop(
+        self: Arc<Self>,
+        pod: PodKey,
+        uid: Option<String>,
+        body: serde_json::Value,
+        generation: u64,
+    ) {
+        let mut delay = RETRY_FIRST;
+        let mut attempt = 1u32;
+        while self.is_current(&pod, generation) {
+            match self.write_status(&pod, uid.as_deref(), &body).await {
+                Ok(()) => {
+                    tracing::debug!(%pod, attempt, "network-status written");
+                    break;
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 422 => {
+                    tracing::info!(%pod, code = status.code, "pod gone or replaced; network-status not written");
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%pod, attempt, %error, retry_in_ms = delay.as_millis() as u64, "network-status write failed");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(RETRY_MAX);
+                    attempt += 1;
+                }
+            }
+        }
+        self.finish(&pod, generation);
+    }
+}
+
+fn strip_pod(pod: &mut Pod) {
+    // Resolution needs the pod's identity and annotations only.
+    pod.spec = None;
+    pod.status = None;
+    pod.metadata.managed_fields = None;
+}
+
+fn spawn_reflector<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    name: &'static str,
+    health: Arc<Health>,
+    strip: fn(&mut K),
+) -> Store<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let probe = Probe {
+        api: api.clone(),
+        params: probe_params(&config),
+        name,
+        health: Arc::clone(&health),
+    };
+    let stream = watcher(api, config)
+        .default_backoff()
+        .modify(strip)
+        .reflect(writer);
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut probing = None;
+        loop {
+            match stream.try_next().await {
+                Ok(Some(_)) => health.set_error(name, None),
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::warn!(watch = name, %error, "watch failed; retrying with backoff");
+                    health.set_error(name, Some(error.to_string()));
+                    if probing
+                        .as_ref()
+                        .is_none_or(tokio::task::JoinHandle::is_finished)
+                    {
+                        probing = Some(tokio::spawn(probe.clone().until_reachable()));
+                    }
+                }
+            }
+        }
+    });
+    reader
+}
+
+/// While a watch is failing: a resumed watch on an idle resource yields nothing, so nothing
+/// would tell that the API server is back. One small list per second, only while degraded,
+/// tells it, with the watch's own credentials and permissions.
+#[derive(Clone)]
+struct Probe<K: Clone> {
+    api: Api<K>,
+    params: ListParams,
+    name: &'static str,
+    health: Arc<Health>,
+}
+
+const PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+impl<K> Probe<K>
+where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    async fn until_reachable(self) {
+        loop {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+            if !self.health.has_error(self.name) {
+                return;
+            }
+            if self.api.list_metadata(&self.params).await.is_ok() {
+                tracing::info!(watch = self.name, "API server reachable again");
+                self.health.set_error(self.name, None);
+                return;
+            }
+        }
+    }
+}
+
+fn probe_params(config: &watcher::Config) -> ListParams {
+    let mut params = ListParams::default().limit(1);
+    if let Some(fields) = &config.field_selector {
+        params = params.fields(fields);
+    }
+    params
+}
+
+fn pod_info(pod: &Pod) -> Option<PodInfo> {
+    let namespace = Namespace::parse(pod.metadata.namespace.as_deref()?).ok()?;
+    let name = ObjectName::parse(pod.metadata.name.as_deref()?).ok()?;
+    Some(PodInfo {
+        key: PodKey { namespace, name },
+        uid: pod.metadata.uid.clone(),
+        annotations: pod
+            .metadata
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
+    })
+}
+
+fn lookup_error(error: kube::Error) -> SourceError {
+    SourceError::Lookup(error.to_string())
+}
+
+impl Source for KubeSource {
+    fn pod<'a>(
+        &'a self,
+        key: &'a PodKey,
+        uid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<Arc<PodInfo>>, SourceError>> {
+        Box::pin(async move {
+            let cached = self
+                .pods
+                .get(&ObjectRef::new(key.name.as_str()).within(key.namespace.as_str()));
+            // A cached pod of the same name but another uid is an older incarnation.
+            let fresh = cached.filter(|pod| uid.is_none() || pod.metadata.uid.as_deref() == uid);
+            let pod = match fresh {
+                Some(pod) => pod,
+                None => {
+                    tracing::debug!(pod = %key, "pod cache miss; asking the API server");
+                    match self
+                        .pod_api(&key.namespace)
+                        .get_opt(key.name.as_str())
+                        .await
+                        .map_err(lookup_error)?
+                    {
+                        Some(pod) => Arc::new(pod),
+                        None => return Ok(None),
+                    }
+                }
+            };
+            Ok(pod_info(&pod).map(Arc::new))
+        })
+    }
+
+    fn nad<'a>(
+        &'a self,
+        namespace: &'a Namespace,
+        name: &'a ObjectName,
+    ) -> BoxFuture<'a, Result<Option<Arc<NetworkAttachmentDefinition>>, SourceError>> {
+        Box::pin(async move {
+            if let Some(nad) = self
+                .nads
+                .get(&ObjectRef::new(name.as_str()).within(namespace.as_str()))
+            {
+                return Ok(Some(nad));
+            }
+            let api: Api<NetworkAttachmentDefinition> =
+                Api::namespaced(self.client.clone(), namespace.as_str());
+            Ok(api
+                .get_opt(name.as_str())
+                .await
+                .map_err(lookup_error)?
+                .map(Arc::new))
+        })
+    }
+
+    fn readiness(&self) -> Readiness {
+        let synced = self.health.nads_synced.load(Ordering::Acquire)
+            && self.health.pods_synced.load(Ordering::Acquire);
+        let mut problems: Vec<String> = self
+            .health
+            .errors
+            .lock()
+            .map(|e| {
+                e.iter()
+                    .map(|(watch, error)| format!("{watch} watch: {error}"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        problems.sort();
+        Readiness {
+            ready: synced,
+            connected: problems.is_empty(),
+            summary: format!("nads={} pods={}", self.nads.len(), self.pods.len()),
+            problems,
+        }
+    }
+
+    fn publish_status(self: Arc<Self>, pod: &PodKey, uid: Option<&str>, status: &[NetworkStatus]) {
+        let Ok(body) = serde_json::to_value(status) else {
+            return;
+        };
+        let generation = self.next_generation(pod);
+        tokio::spawn(Arc::clone(&self).status_retry_loop(
+            pod.clone(),
+            uid.map(str::to_owned),
+            body,
+            generation,
+        ));
+    }
+
+    fn publish_event(self: Arc<Self>, pod: &PodKey, uid: Option<&str>, event: PodEvent) {
+        let reference = ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            namespace: Some(pod.namespace.to_string()),
+            name: Some(pod.name.to_string()),
+            uid: uid.map(str::to_owned),
+            ..Default::default()
+        };
+        let pod = pod.clone();
+        tokio::spawn(async move {
+            let event = Event {
+                type_: if event.warning {
+                    EventType::Warning
+                } else {
+                    EventType::Normal
+                },
+                reason: event.reason.into(),
+                note: Some(event.message),
+                action: event.action.into(),
+                secondary: None,
+            };
+            if let Err(error) = self.recorder.publish(&event, &reference).await {
+                tracing::warn!(%pod, %error, "event not recorded");
+            }
+        });
+    }
+}
+
+/// Lets `Store::wait_until_ready` be awaited from a spawned task.
+trait WaitReady {
+    fn wait_until_ready_boxed(self) -> BoxFuture<'static, Result<(), ()>>;
+}
+
+impl<K> WaitReady for Store<K>
+where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    fn wait_until_ready_boxed(self) -> BoxFuture<'static, Result<(), ()>> {
+        Box::pin(async move { self.wait_until_ready().await.map_err(drop) })
+    }
+}
+
+/// Why the API server cannot be reached from the configured credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot read kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: std::path::PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no in-cluster service account: {0}")]
+    InCluster(#[from] kube::config::InClusterError),
+    #[error("cannot build the API client: {0}")]
+    Client(#[from] kube::Error),
+}
+
+/// A client from a kubeconfig, or else from the pod's service account. Either way a token
+/// file is re-read as it rotates (kube-rs reloads it every minute).
+pub async fn client(kubeconfig: Option<&std::path::Path>) -> Result<Client, ClientError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig_err = |source| ClientError::Kubeconfig {
+                path: path.to_owned(),
+                source,
+            };
+            let raw = kube::config::Kubeconfig::read_from(path).map_err(kubeconfig_err)?;
+            kube::Config::from_custom_kubeconfig(raw, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(kubeconfig_err)?
+        }
+        None => kube::Config::incluster()?,
+    };
+    Ok(Client::try_from(config)?)
+}

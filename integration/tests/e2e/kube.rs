@@ -1,0 +1,331 @@
+//! The `kube` source against the test API server: NADs and pods from the API, network-status
+//! and events written back, and what happens when the API server misbehaves.
+
+use std::time::{Duration, Instant};
+
+use plexus_integration::{Node, Pod};
+use serde_json::{Value, json};
+
+use crate::fixtures::{bare, bridge};
+
+fn networks(value: &str) -> Value {
+    json!({"k8s.v1.cni.cncf.io/networks": value})
+}
+
+/// Waits until `check` holds; the API writes are asynchronous by design.
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if let Some(found) = check() {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("never happened: {what}");
+}
+
+fn network_status_annotation(node: &Node, pod: &Pod) -> Option<Value> {
+    let object = node.api().object("Pod", &pod.namespace, &pod.name)?;
+    let text = object["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
+        .as_str()?
+        .to_owned();
+    serde_json::from_str(&text).ok()
+}
+
+fn events_for(node: &Node, pod: &Pod) -> Vec<Value> {
+    node.api()
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["regarding"]["name"] == pod.name.as_str()
+                || e["involvedObject"]["name"] == pod.name.as_str()
+        })
+        .collect()
+}
+
+fn kube_node() -> Node {
+    Node::builder().kube().start()
+}
+
+#[test]
+fn a_nad_created_through_the_api_is_used_by_the_next_add_and_status_is_written_back() {
+    let web = Pod::new("tenant", "web");
+    let node = kube_node();
+    node.apply_nad(
+        "tenant",
+        "east",
+        &bridge("east", "br-east", "198.18.20.0/24"),
+    );
+    node.apply_pod(&web, networks("east"));
+    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(10));
+
+    node.add(&web).result();
+    let eth0 = web.link("eth0").unwrap();
+    let net1 = web.link("net1").unwrap();
+    assert!(net1.addresses[0].starts_with("198.18.20."));
+
+    let status = eventually("network-status on the pod", || {
+        network_status_annotation(&node, &web)
+    });
+    assert_eq!(
+        status,
+        json!([
+            {"name": "cluster", "interface": "eth0", "ips": [bare(&eth0.addresses[0])], "mac": eth0.mac, "default": true},
+            {"name": "tenant/east", "interface": "net1", "ips": [bare(&net1.addresses[0])], "mac": net1.mac, "default": false}
+        ])
+    );
+    let events = eventually("one event per interface", || {
+        let events = events_for(&node, &web);
+        (events.len() >= 2).then_some(events)
+    });
+    let notes: Vec<&str> = events.iter().filter_map(|e| e["note"].as_str()).collect();
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("net1") && n.contains("tenant/east")),
+        "{notes:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .all(|e| e["type"] == "Normal" && e["reason"] == "AddedInterface"),
+        "{events:?}"
+    );
+    assert!(node.del(&web).success());
+}
+
+#[test]
+fn a_warm_add_makes_no_read_of_the_api_server() {
+    let web = Pod::new("tenant", "web");
+    let node = kube_node();
+    node.apply_nad(
+        "tenant",
+        "east",
+        &bridge("east", "br-east", "198.18.21.0/24"),
+    );
+    node.apply_pod(&web, networks("east"));
+    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(10));
+    node.api().reset_counters();
+
+    node.add(&web).result();
+    eventually("status written", || network_status_annotation(&node, &web));
+    let counters = node.api().counters();
+    assert_eq!(counters.reads, 0, "{:?}", node.api().requests());
+    assert!(counters.writes >= 1, "the status patch is a write");
+    assert!(node.del(&web).success());
+}
+
+#[test]
+fn a_pod_missing_from_the_cache_costs_exactly_one_get() {
+    let web = Pod::new("tenant", "web");
+    let node = kube_node();
+    node.apply_nad(
+        "tenant",
+        "east",
+        &bridge("east", "br-east", "198.18.22.0/24"),
+    );
+    // Scheduled elsewhere, so the node's field-selected watch never brings it: as when kubelet
+    // runs CNI before the watch event arrives.
+    node.apply_pod_on(&web, networks("east"), "node-b");
+    node.wait_for_readyz("nads=1 pods=0", Duration::from_secs(10));
+    node.api().reset_counters();
+
+    node.add(&web).result();
+    assert!(web.link("net1").is_some());
+    assert_eq!(
+        node.api().counters_for("pods").reads,
+        1,
+        "{:?}",
+        node.api().requests()
+    );
+    assert!(node.del(&web).success());
+}
+
+#[test]
+fn an_updated_nad_is_used_and_a_deleted_one_does_not_stop_del() {
+    let first = Pod::new("tenant", "first");
+    let second = Pod::new("tenant", "second");
+    let node = kube_node();
+    node.apply_nad(
+        "tenant",
+        "east",
+        &bridge("east", "br-old", "198.18.23.0/24"),
+    );
+    node.apply_pod(&first, networks("east"));
+    node.apply_pod(&second, networks("east"));
+    node.wait_for_readyz("nads=1 pods=2", Duration::from_secs(10));
+    node.add(&first).result();
+
+    node.apply_nad(
+        "tenant",
+        "east",
+        &bridge("east", "br-new", "198.18.24.0/24"),
+    );
+    eventually("the new config is used", || {
+        let out = node.add(&second);
+        if out.success()
+            && second
+                .link("net1")
+                .is_some_and(|l| l.addresses[0].starts_with("198.18.24."))
+        {
+            return Some(());
+        }
+        node.del(&second);
+        None
+    });
+    assert!(node.netns.links().contains(&"br-new".to_owned()));
+
+    node.api()
+        .delete("NetworkAttachmentDefinition", "tenant", "east");
+    node.wait_for_readyz("nads=0 ", Duration::from_secs(10));
+    assert!(node.del(&first).success());
+    assert!(node.del(&second).success());
+    assert!(first.link_names().is_empty() && second.link_names().is_empty());
+    assert!(node.ipam_allocations().is_empty());
+}
+
+#[test]
+fn with_the_api_server_down_a_warm_add_and_del_still_work_and_readiness_says_why() {
+    let web = Pod::new("tenant", "web");
+    let node = kube_node();
+    node.apply_nad(
+        "tenant",
+        "east",
+        &bridge("east", "br-east", "198.18.25.0/24"),
+    );
+    node.apply_pod(&web, networks("east"));
+    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(10));
+
+    node.api().pause();
+    node.add(&web).result();
+    assert!(web.link("net1").is_some());
+    let readyz = node.wait_for_readyz("degraded", Duration::from_secs(30));
+    assert!(readyz.contains("watch"), "{readyz}");
+    assert_eq!(node.get("/readyz").unwrap().0, 503);
+    // STATUS means "can serve ADD", which it still can.
+    assert!(
+        node.cni("STATUS", &web, &node.plexus_conf("1.1.0"))
+            .success()
+    );
+
+    // The status write was retried in the background and lands once the API is back.
+    node.api().resume();
+    eventually("network-status after the API server came back", || {
+        network_status_annotation(&node, &web)
+    });
+    node.wait_for_readyz("ready nads=1", Duration::from_secs(30));
+
+    node.api().pause();
+    assert!(node.del(&web).success(), "DEL never needs the API server");
+    assert!(node.ipam_allocations().is_empty());
+    node.api().resume();
+}
+
+#[test]
+fn after_a_410_the_watch_relists_and_sees_new_nads() {
+    let web = Pod::new("tenant", "web");
+    let node = kube_node();
+    node.wait_for_readyz("nads=0 pods=0", Duration::from_secs(10));
+    node.api().compact();
+    node.apply_nad(
+        "tenant",
+        "late",
+        &bridge("late", "br-late", "198.18.26.0/24"),
+    );
+    node.apply_pod(&web, networks("late"));
+    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(15));
+    node.add(&web).result();
+    assert!(web.link("net1").is_some());
+    assert!(node.del(&web).success());
+}
+
+#[test]
+fn a_rotated_token_is_picked_up_from_the_token_file() {
+    let web = Pod::new("tenant", "web");
+    let node = kube_node();
+    node.wait_for_readyz("nads=0 pods=0", Duration::from_secs(10));
+    node.rotate_token("token-2");
+    // Open watches outlive a rotation; a 410 makes plexusd list again, with whatever token
+    // it holds. kube-rs re-reads a token file at most once a minute, so until then it fails.
+    node.api().compact();
+    node.apply_nad(
+        "tenant",
+        "east",
+        &bridge("east", "br-east", "198.18.27.0/24"),
+    );
+    node.apply_pod(&web, networks("east"));
+    node.wait_for_readyz("degraded", Duration::from_secs(10));
+    node.wait_for_readyz("ready nads=1 pods=1", Duration::from_secs(90));
+    node.add(&web).result();
+    assert!(web.link("net1").is_some());
+    assert!(node.del(&web).success());
+}
+
+#[test]
+fn namespace_isolation_refuses_other_namespaces_but_not_global_ones() {
+    let web = Pod::new("tenant", "web");
+    let node = Node::builder()
+        .kube()
+        .config_line("namespaceIsolation: true")
+        .config_line("globalNamespaces: [shared]")
+        .start();
+    node.apply_nad(
+        "other",
+        "private",
+        &bridge("private", "br-private", "198.18.28.0/24"),
+    );
+    node.apply_nad(
+        "shared",
+        "common",
+        &bridge("common", "br-common", "198.18.29.0/24"),
+    );
+    node.apply_pod(&web, networks("other/private"));
+    node.wait_for_readyz("nads=2 pods=1", Duration::from_secs(10));
+
+    let error = node.add(&web).error();
+    let msg = error["msg"].as_str().unwrap();
+    assert!(
+        msg.contains("other/private") && msg.contains("namespace isolation"),
+        "{msg}"
+    );
+    assert!(web.link_names().is_empty());
+    let warning = eventually("a warning event", || {
+        events_for(&node, &web)
+            .into_iter()
+            .find(|e| e["type"] == "Warning")
+    });
+    assert!(
+        warning["note"].as_str().unwrap().contains("other/private"),
+        "{warning}"
+    );
+
+    node.apply_pod(&web, networks("shared/common"));
+    node.wait_for_readyz("nads=2 pods=1", Duration::from_secs(10));
+    eventually("the updated annotation is used", || {
+        node.add(&web).success().then_some(())
+    });
+    assert!(web.link("net1").is_some());
+    assert!(node.del(&web).success());
+}
+
+#[test]
+fn the_multus_default_network_annotation_replaces_the_cluster_network() {
+    let web = Pod::new("tenant", "web");
+    let node = kube_node();
+    node.apply_nad(
+        "kube-system",
+        "alt",
+        &bridge("alt", "br-alt", "198.18.30.0/24"),
+    );
+    node.apply_pod(&web, json!({"v1.multus-cni.io/default-network": "alt"}));
+    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(10));
+
+    let result = node.add(&web).result();
+    let eth0 = web.link("eth0").unwrap();
+    assert!(eth0.addresses[0].starts_with("198.18.30."), "{eth0:?}");
+    assert_eq!(result["ips"][0]["address"], eth0.addresses[0].as_str());
+    let status = eventually("network-status", || network_status_annotation(&node, &web));
+    assert_eq!(status[0]["name"], "kube-system/alt");
+    assert_eq!(status[0]["default"], true);
+    assert!(node.del(&web).success());
+}
