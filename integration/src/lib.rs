@@ -4,6 +4,7 @@
 
 pub mod apiserver;
 pub mod binaries;
+pub mod cluster;
 pub mod netns;
 pub mod node;
 pub mod pod;

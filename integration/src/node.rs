@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tempfile::TempDir;
 
 use crate::apiserver::ApiServer;
+use crate::cluster::Cluster;
 use crate::shim::{self, CniEnv, ShimOutput};
 use crate::{Netns, Pod, binaries};
 
@@ -25,6 +26,7 @@ pub struct NodeBuilder {
     uplink: bool,
     plugins: Vec<(String, String)>,
     kube: bool,
+    real_cluster: Option<PathBuf>,
 }
 
 impl NodeBuilder {
@@ -32,6 +34,13 @@ impl NodeBuilder {
     /// a kubeconfig whose token file the test can rotate.
     pub fn kube(mut self) -> Self {
         self.kube = true;
+        self
+    }
+
+    /// plexusd on the `kube` source against the cluster `kubeconfig` names, as in the
+    /// real-cluster mode of the tests (see `cluster`).
+    pub fn real_cluster(mut self, kubeconfig: &Path) -> Self {
+        self.real_cluster = Some(kubeconfig.to_owned());
         self
     }
 
@@ -79,13 +88,18 @@ impl NodeBuilder {
             .prefix("plexus-test-")
             .tempdir()
             .expect("temp dir");
-        let api = self.kube.then(|| ApiServer::start_in(&netns.path()));
+        let api = match (&self.real_cluster, self.kube) {
+            (Some(kubeconfig), _) => Some(Cluster::real(kubeconfig, &netns.path())),
+            (None, true) => Some(Cluster::for_node(&netns.path())),
+            (None, false) => None,
+        };
         let mut node = Node {
             plexusd: None,
             netns,
             dir,
             config: self.config,
             api,
+            name: crate::unique("node-"),
         };
         if node.api.is_some() {
             node.connect_to_api();
@@ -136,12 +150,11 @@ pub struct Node {
     pub netns: Netns,
     dir: TempDir,
     config: Vec<String>,
-    /// The test API server of a `kube` node; dropped after plexusd is stopped.
-    pub api: Option<ApiServer>,
+    /// The API server of a `kube` node; dropped after plexusd is stopped.
+    api: Option<Cluster>,
+    /// This node's name in the API server.
+    name: String,
 }
-
-/// The name of every test node in the API server.
-pub const NODE_NAME: &str = "node-a";
 
 impl Node {
     pub fn builder() -> NodeBuilder {
@@ -153,6 +166,7 @@ impl Node {
             uplink: false,
             plugins: Vec::new(),
             kube: false,
+            real_cluster: None,
         }
     }
 
@@ -160,54 +174,72 @@ impl Node {
         self.dir.path()
     }
 
-    /// The test API server of a `kube` node.
-    pub fn api(&self) -> &ApiServer {
+    /// The API server of a `kube` node.
+    pub fn cluster(&self) -> &Cluster {
         self.api.as_ref().expect("a node built with .kube()")
+    }
+
+    /// The test API server, for tests that steer it (pause, count, compact, rotate tokens).
+    /// `None` against a real cluster: such a test says it is skipped and returns.
+    pub fn fixture(&self) -> Option<&ApiServer> {
+        let fixture = self.cluster().fixture();
+        if fixture.is_none() {
+            eprintln!("skipped against a real cluster: this test steers the test API server");
+        }
+        fixture
+    }
+
+    /// This node's name in the API server (pods scheduled here have it as spec.nodeName).
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     fn connect_to_api(&mut self) {
         let token_file = self.dir().join("token");
         std::fs::write(&token_file, "token-1").expect("write token");
-        self.api().set_token(Some("token-1"));
-        let kubeconfig = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: plexusd\ncurrent-context: test\nusers:\n- name: plexusd\n  user:\n    tokenFile: {token}\n",
-            url = self.api().url(),
-            token = token_file.display(),
-        );
-        std::fs::write(self.dir().join("kubeconfig"), kubeconfig).expect("write kubeconfig");
+        if let Some(api) = self.cluster().fixture() {
+            api.set_token(Some("token-1"));
+        }
+        let kubeconfig = self
+            .cluster()
+            .write_kubeconfig(&self.dir().join("kubeconfig"), &token_file);
         let kube_lines = [
             "source: kube".to_owned(),
-            format!("kubeconfig: {}/kubeconfig", self.dir().display()),
-            format!("nodeName: {NODE_NAME}"),
+            format!("kubeconfig: {}", kubeconfig.display()),
+            format!("nodeName: {}", self.name),
         ];
         self.config.extend(kube_lines);
     }
 
     /// Rotates the service account token: the API server accepts only the new one, and the
     /// token file plexusd reads now holds it.
-    pub fn rotate_token(&self, token: &str) {
+    pub fn rotate_token(&self, api: &ApiServer, token: &str) {
         std::fs::write(self.dir().join("token"), token).expect("write token");
-        self.api().set_token(Some(token));
+        api.set_token(Some(token));
     }
 
     /// Creates or replaces the pod in the API server, scheduled on this node.
     pub fn apply_pod(&self, pod: &Pod, annotations: Value) {
-        self.apply_pod_on(pod, annotations, NODE_NAME);
+        self.apply_pod_on(pod, annotations, &self.name);
     }
 
-    /// Creates or replaces the pod in the API server, scheduled on `node`.
+    /// Creates or replaces the pod in the API server, scheduled on `node`; the pod takes the
+    /// uid the API server holds.
     pub fn apply_pod_on(&self, pod: &Pod, annotations: Value, node: &str) {
-        self.api().apply(json!({
+        let stored = self.cluster().apply(json!({
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid, "annotations": annotations},
+            "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid(), "annotations": annotations},
             "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app"}]}
         }));
+        if let Some(uid) = stored["metadata"]["uid"].as_str() {
+            pod.set_uid(uid);
+        }
     }
 
     /// Creates or replaces a NAD in the API server; `@IPAM@` in its config is filled in.
     pub fn apply_nad(&self, namespace: &str, name: &str, config: &Value) {
-        self.api().apply(json!({
+        self.cluster().apply(json!({
             "apiVersion": "k8s.cni.cncf.io/v1",
             "kind": "NetworkAttachmentDefinition",
             "metadata": {"name": name, "namespace": namespace},

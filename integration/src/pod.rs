@@ -1,5 +1,7 @@
 //! A pod: its own network namespace, a container id and the CNI_ARGS a runtime would send.
 
+use std::sync::Mutex;
+
 use serde_json::Value;
 
 use crate::Netns;
@@ -9,7 +11,8 @@ pub struct Pod {
     pub namespace: String,
     pub name: String,
     pub container_id: String,
-    pub uid: String,
+    /// What the runtime passes as K8S_POD_UID; a real API server assigns it on create.
+    uid: Mutex<String>,
 }
 
 /// One interface as `ip -j addr` shows it.
@@ -27,15 +30,27 @@ impl Pod {
             netns: Netns::new("pod"),
             namespace: namespace.to_owned(),
             name: name.to_owned(),
-            uid: format!("uid-{container_id}"),
+            uid: Mutex::new(format!("uid-{container_id}")),
             container_id,
         }
+    }
+
+    pub fn uid(&self) -> String {
+        self.uid.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Takes the uid the API server gave the pod, as kubelet would pass it.
+    pub fn set_uid(&self, uid: &str) {
+        *self.uid.lock().unwrap_or_else(|p| p.into_inner()) = uid.to_owned();
     }
 
     pub fn cni_args(&self) -> String {
         format!(
             "IgnoreUnknown=1;K8S_POD_NAMESPACE={};K8S_POD_NAME={};K8S_POD_INFRA_CONTAINER_ID={};K8S_POD_UID={}",
-            self.namespace, self.name, self.container_id, self.uid
+            self.namespace,
+            self.name,
+            self.container_id,
+            self.uid()
         )
     }
 

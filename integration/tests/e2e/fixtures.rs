@@ -30,7 +30,7 @@ pub fn pod(pod: &plexus_integration::Pod, networks: &str) -> String {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {
-            "name": pod.name, "namespace": pod.namespace, "uid": pod.uid,
+            "name": pod.name, "namespace": pod.namespace, "uid": pod.uid(),
             "annotations": {"k8s.v1.cni.cncf.io/networks": networks}
         },
         "spec": {"containers": [{"name": "app", "image": "app"}]}

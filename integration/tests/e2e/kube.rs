@@ -25,7 +25,7 @@ fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
 }
 
 fn network_status_annotation(node: &Node, pod: &Pod) -> Option<Value> {
-    let object = node.api().object("Pod", &pod.namespace, &pod.name)?;
+    let object = node.cluster().object("Pod", &pod.namespace, &pod.name)?;
     let text = object["metadata"]["annotations"]["k8s.v1.cni.cncf.io/network-status"]
         .as_str()?
         .to_owned();
@@ -33,7 +33,7 @@ fn network_status_annotation(node: &Node, pod: &Pod) -> Option<Value> {
 }
 
 fn events_for(node: &Node, pod: &Pod) -> Vec<Value> {
-    node.api()
+    node.cluster()
         .events()
         .into_iter()
         .filter(|e| {
@@ -98,6 +98,7 @@ fn a_nad_created_through_the_api_is_used_by_the_next_add_and_status_is_written_b
 fn a_warm_add_makes_no_read_of_the_api_server() {
     let web = Pod::new("tenant", "web");
     let node = kube_node();
+    let Some(api) = node.fixture() else { return };
     node.apply_nad(
         "tenant",
         "east",
@@ -105,12 +106,12 @@ fn a_warm_add_makes_no_read_of_the_api_server() {
     );
     node.apply_pod(&web, networks("east"));
     node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(10));
-    node.api().reset_counters();
+    api.reset_counters();
 
     node.add(&web).result();
     eventually("status written", || network_status_annotation(&node, &web));
-    let counters = node.api().counters();
-    assert_eq!(counters.reads, 0, "{:?}", node.api().requests());
+    let counters = api.counters();
+    assert_eq!(counters.reads, 0, "{:?}", api.requests());
     assert!(counters.writes >= 1, "the status patch is a write");
     assert!(node.del(&web).success());
 }
@@ -119,6 +120,7 @@ fn a_warm_add_makes_no_read_of_the_api_server() {
 fn a_pod_missing_from_the_cache_costs_exactly_one_get() {
     let web = Pod::new("tenant", "web");
     let node = kube_node();
+    let Some(api) = node.fixture() else { return };
     node.apply_nad(
         "tenant",
         "east",
@@ -128,16 +130,11 @@ fn a_pod_missing_from_the_cache_costs_exactly_one_get() {
     // runs CNI before the watch event arrives.
     node.apply_pod_on(&web, networks("east"), "node-b");
     node.wait_for_readyz("nads=1 pods=0", Duration::from_secs(10));
-    node.api().reset_counters();
+    api.reset_counters();
 
     node.add(&web).result();
     assert!(web.link("net1").is_some());
-    assert_eq!(
-        node.api().counters_for("pods").reads,
-        1,
-        "{:?}",
-        node.api().requests()
-    );
+    assert_eq!(api.counters_for("pods").reads, 1, "{:?}", api.requests());
     assert!(node.del(&web).success());
 }
 
@@ -175,7 +172,7 @@ fn an_updated_nad_is_used_and_a_deleted_one_does_not_stop_del() {
     });
     assert!(node.netns.links().contains(&"br-new".to_owned()));
 
-    node.api()
+    node.cluster()
         .delete("NetworkAttachmentDefinition", "tenant", "east");
     node.wait_for_readyz("nads=0 ", Duration::from_secs(10));
     assert!(node.del(&first).success());
@@ -188,6 +185,7 @@ fn an_updated_nad_is_used_and_a_deleted_one_does_not_stop_del() {
 fn with_the_api_server_down_a_warm_add_and_del_still_work_and_readiness_says_why() {
     let web = Pod::new("tenant", "web");
     let node = kube_node();
+    let Some(api) = node.fixture() else { return };
     node.apply_nad(
         "tenant",
         "east",
@@ -196,7 +194,7 @@ fn with_the_api_server_down_a_warm_add_and_del_still_work_and_readiness_says_why
     node.apply_pod(&web, networks("east"));
     node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(10));
 
-    node.api().pause();
+    api.pause();
     node.add(&web).result();
     assert!(web.link("net1").is_some());
     let readyz = node.wait_for_readyz("degraded", Duration::from_secs(30));
@@ -209,24 +207,25 @@ fn with_the_api_server_down_a_warm_add_and_del_still_work_and_readiness_says_why
     );
 
     // The status write was retried in the background and lands once the API is back.
-    node.api().resume();
+    api.resume();
     eventually("network-status after the API server came back", || {
         network_status_annotation(&node, &web)
     });
     node.wait_for_readyz("ready nads=1", Duration::from_secs(30));
 
-    node.api().pause();
+    api.pause();
     assert!(node.del(&web).success(), "DEL never needs the API server");
     assert!(node.ipam_allocations().is_empty());
-    node.api().resume();
+    api.resume();
 }
 
 #[test]
 fn after_a_410_the_watch_relists_and_sees_new_nads() {
     let web = Pod::new("tenant", "web");
     let node = kube_node();
+    let Some(api) = node.fixture() else { return };
     node.wait_for_readyz("nads=0 pods=0", Duration::from_secs(10));
-    node.api().compact();
+    api.compact();
     node.apply_nad(
         "tenant",
         "late",
@@ -243,11 +242,12 @@ fn after_a_410_the_watch_relists_and_sees_new_nads() {
 fn a_rotated_token_is_picked_up_from_the_token_file() {
     let web = Pod::new("tenant", "web");
     let node = kube_node();
+    let Some(api) = node.fixture() else { return };
     node.wait_for_readyz("nads=0 pods=0", Duration::from_secs(10));
-    node.rotate_token("token-2");
+    node.rotate_token(api, "token-2");
     // Open watches outlive a rotation; a 410 makes plexusd list again, with whatever token
     // it holds. kube-rs re-reads a token file at most once a minute, so until then it fails.
-    node.api().compact();
+    api.compact();
     node.apply_nad(
         "tenant",
         "east",
@@ -328,4 +328,42 @@ fn the_multus_default_network_annotation_replaces_the_cluster_network() {
     assert_eq!(status[0]["name"], "kube-system/alt");
     assert_eq!(status[0]["default"], true);
     assert!(node.del(&web).success());
+}
+
+/// The real-cluster mode (`PLEXUS_TEST_KUBECONFIG`) end to end, with the test API server
+/// standing in for the real one in a namespace of its own: objects go through kube-rs, and
+/// plexusd reaches the server only through the forwarder in its node.
+#[test]
+fn the_real_cluster_mode_reaches_its_api_server_through_the_forwarder() {
+    let host = plexus_integration::Netns::new("apihost");
+    let api = plexus_integration::apiserver::ApiServer::start_in(&host.path());
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.write_kubeconfig(&dir.path().join("kubeconfig"));
+    plexus_integration::apiserver::in_netns(&host.path(), || {
+        let web = Pod::new("tenant", "web");
+        let node = Node::builder().real_cluster(&kubeconfig).start();
+        assert!(node.fixture().is_none());
+        node.apply_nad(
+            "tenant",
+            "east",
+            &bridge("east", "br-east", "198.18.31.0/24"),
+        );
+        node.apply_pod(&web, networks("east"));
+        node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(10));
+        node.add(&web).result();
+        assert!(web.link("net1").is_some());
+        let status = eventually("network-status", || network_status_annotation(&node, &web));
+        assert_eq!(status[1]["name"], "tenant/east");
+        eventually("events", || {
+            (!events_for(&node, &web).is_empty()).then_some(())
+        });
+        assert!(node.del(&web).success());
+        drop(node);
+        // What the test created is gone again.
+        assert!(api.object("Pod", "tenant", "web").is_none());
+        assert!(
+            api.object("NetworkAttachmentDefinition", "tenant", "east")
+                .is_none()
+        );
+    });
 }
