@@ -98,6 +98,7 @@ impl ChainStep<'_> {
         // STATUS takes no attachment parameters (CNI §2 STATUS); libcni sends them empty.
         let attachment = self.command != Command::Status;
         let call = DelegateCall {
+            network: d.network.clone(),
             plugin_type: plugin.clone(),
             command: self.command,
             container_id: self.target.container_id.to_owned(),
@@ -399,6 +400,7 @@ async fn gc_chain(
             object.insert("cni.dev/attachments".into(), Value::Array(valid.clone()));
         }
         let call = DelegateCall {
+            network: delegate.network.clone(),
             plugin_type: plugin.plugin_type.clone(),
             command: Command::Gc,
             container_id: String::new(),

@@ -75,6 +75,9 @@ pub struct Config {
     pub namespace_isolation: bool,
     /// Namespaces whose NADs every pod may use under `namespaceIsolation`.
     pub global_namespaces: Vec<Namespace>,
+    /// A TCP address for /healthz, /readyz and /metrics (never CNI), e.g. `127.0.0.1:9091`.
+    /// Empty: they are served on the socket only.
+    pub metrics_address: Option<std::net::SocketAddr>,
     /// The deadline for one delegate call, in seconds.
     pub delegate_timeout_seconds: u64,
     pub log_format: LogFormat,
@@ -96,6 +99,7 @@ impl Default for Config {
             system_namespace: Namespace::well_known("kube-system"),
             namespace_isolation: false,
             global_namespaces: vec![Namespace::well_known("default")],
+            metrics_address: None,
             delegate_timeout_seconds: 60,
             log_format: LogFormat::Text,
         }

@@ -181,31 +181,20 @@ fn find_cluster_network(
     cluster_network: Option<&str>,
 ) -> Result<(PathBuf, NetworkConfig), ConfDirError> {
     let found = match cluster_network {
-        Some(file) if Path::new(file).is_absolute() => {
-            let config = fs::read(file)
-                .ok()
-                .and_then(|bytes| NetworkConfig::parse(&bytes).ok());
-            match config {
-                Some(config) => (PathBuf::from(file), config),
-                None => {
-                    return Err(ConfDirError::NoSuchNetwork {
-                        dir: conf_dir.to_owned(),
-                        name: file.to_owned(),
-                    });
-                }
-            }
-        }
-        name => {
-            let file = confdir::cluster_network(conf_dir, name)?;
-            (file.path, file.config)
-        }
+        Some(file) if Path::new(file).is_absolute() => confdir::load(Path::new(file))?,
+        name => confdir::cluster_network(conf_dir, name)?,
     };
-    if found.1.plugins.iter().any(|p| p.plugin_type == PLEXUS_TYPE) {
+    if found
+        .config
+        .plugins
+        .iter()
+        .any(|p| p.plugin_type == PLEXUS_TYPE)
+    {
         return Err(ConfDirError::NoClusterNetwork {
             dir: conf_dir.to_owned(),
         });
     }
-    Ok(found)
+    Ok((found.path, found.config))
 }
 
 /// Keeps `conf_dir/file_name` current: a [`sync`] now, again whenever anything in `conf_dir`

@@ -16,6 +16,8 @@ pub mod conflist;
 pub mod install;
 /// Per-container serialization of operations.
 pub mod locks;
+/// Prometheus metrics and the executor wrapper that times delegates.
+pub mod metrics;
 /// Validated identifiers (container ids, interface names, Kubernetes names).
 pub mod names;
 /// plexusd's own netlink work inside pod namespaces (default-route moves).

@@ -7,8 +7,9 @@ use std::sync::Arc;
 use clap::Parser;
 use plexus_controller::cni::PluginExecutor;
 use plexus_controller::config::{Config, LogFormat, SourceKind};
+use plexus_controller::metrics::{Metered, Metrics};
 use plexus_controller::records::RecordStore;
-use plexus_controller::server;
+use plexus_controller::server::{self, AppState};
 use plexus_controller::service::Plexus;
 use plexus_controller::source::Source;
 use plexus_controller::source::files::FilesSource;
@@ -58,13 +59,38 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let records = RecordStore::open(&config.records_dir)?;
-    let executor = Arc::new(PluginExecutor::new(
+    let metrics = Arc::new(Metrics::default());
+    let plugins = Arc::new(PluginExecutor::new(
         config.cni_bin_dirs.clone(),
         config.delegate_timeout(),
     ));
+    let executor = Arc::new(Metered::new(plugins, Arc::clone(&metrics)));
     let socket = config.socket_path.clone();
+    let metrics_address = config.metrics_address;
     let plexus = Arc::new(Plexus::new(config, source, executor, records)?);
-    server::serve(&socket, plexus, shutdown_signal()).await?;
+    let state = AppState { plexus, metrics };
+
+    // Dropping the sender tells every server to stop.
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        drop(stop);
+    });
+    let until_stopped = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.changed().await;
+        }
+    };
+    if let Some(address) = metrics_address {
+        let (state, until) = (state.clone(), until_stopped());
+        tokio::spawn(async move {
+            if let Err(error) = server::serve_http(address, state, until).await {
+                tracing::error!(%error, "health and metrics server failed");
+            }
+        });
+    }
+    server::serve(&socket, state, until_stopped()).await?;
     Ok(())
 }
 

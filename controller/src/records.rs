@@ -154,6 +154,18 @@ impl RecordStore {
         Ok(records)
     }
 
+    /// How many records there are (unreadable ones included).
+    pub fn count(&self) -> usize {
+        std::fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(SUFFIX))
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
     fn sync_dir(&self) -> Result<(), RecordError> {
         File::open(&self.dir)
             .and_then(|d| d.sync_all())

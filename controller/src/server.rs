@@ -16,6 +16,7 @@ use tokio::net::UnixListener;
 use tracing::Instrument;
 
 use crate::cni::{CniError, CniVersion, Command, code};
+use crate::metrics::Metrics;
 use crate::names::ContainerId;
 use crate::request::{CniRequest, WireRequest, requested_version};
 use crate::service::Plexus;
@@ -31,28 +32,62 @@ pub enum ServerError {
     Serve(std::io::Error),
 }
 
-pub fn router(plexus: Arc<Plexus>) -> Router {
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub plexus: Arc<Plexus>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Health, readiness and metrics: served on the socket and on the optional TCP address.
+fn observability() -> Router<AppState> {
     Router::new()
-        .route("/v1/cni", post(cni))
-        .route("/v1/network-status/{container_id}", get(network_status))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
-        .with_state(plexus)
+        .route("/metrics", get(metrics))
+}
+
+/// The socket's routes: the CNI endpoint and the network-status read-back, plus the above.
+pub fn router(state: AppState) -> Router {
+    observability()
+        .route("/v1/cni", post(cni))
+        .route("/v1/network-status/{container_id}", get(network_status))
+        .with_state(state)
 }
 
 /// Serves on the unix socket until `shutdown` completes; the socket file is removed after.
 pub async fn serve(
     path: &Path,
-    plexus: Arc<Plexus>,
+    state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let listener = bind(path)?;
     tracing::info!(socket = %path.display(), "listening");
-    let served = axum::serve(listener, router(plexus))
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     let _ = std::fs::remove_file(path);
     served.map_err(ServerError::Serve)
+}
+
+/// Serves health, readiness and metrics (never CNI) on a TCP address, for Prometheus and
+/// kubelet probes.
+pub async fn serve_http(
+    address: std::net::SocketAddr,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| ServerError::Socket {
+            path: address.to_string().into(),
+            source,
+        })?;
+    tracing::info!(%address, "serving health and metrics");
+    axum::serve(listener, observability().with_state(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServerError::Serve)
 }
 
 fn bind(path: &Path) -> Result<UnixListener, ServerError> {
@@ -80,7 +115,8 @@ fn bind(path: &Path) -> Result<UnixListener, ServerError> {
     Ok(listener)
 }
 
-async fn cni(State(plexus): State<Arc<Plexus>>, body: Bytes) -> Response {
+async fn cni(State(state): State<AppState>, body: Bytes) -> Response {
+    let AppState { plexus, metrics } = state;
     let wire: WireRequest = match serde_json::from_slice(&body) {
         Ok(wire) => wire,
         Err(e) => {
@@ -89,6 +125,7 @@ async fn cni(State(plexus): State<Arc<Plexus>>, body: Bytes) -> Response {
                 "cannot decode the request from the shim",
                 e.to_string(),
             );
+            metrics.count_error(error.code, "request");
             return error_reply(&error, CniVersion::LATEST.as_str());
         }
     };
@@ -106,6 +143,8 @@ async fn cni(State(plexus): State<Arc<Plexus>>, body: Bytes) -> Response {
             Ok(request) => request,
             Err(error) => {
                 tracing::warn!(%error, "rejected request");
+                metrics.observe_request(&wire.command, started, false);
+                metrics.count_error(error.code, "request");
                 return error_reply(&error, &version);
             }
         };
@@ -114,6 +153,7 @@ async fn cni(State(plexus): State<Arc<Plexus>>, body: Bytes) -> Response {
         }
         let outcome = dispatch(&plexus, &request).await;
         let elapsed_us = started.elapsed().as_micros() as u64;
+        metrics.observe_request(request.command.as_str(), started, outcome.is_ok());
         match outcome {
             Ok(body) => {
                 tracing::info!(elapsed_us, "done");
@@ -121,7 +161,9 @@ async fn cni(State(plexus): State<Arc<Plexus>>, body: Bytes) -> Response {
             }
             Err(error) => {
                 tracing::warn!(elapsed_us, kind = error.metric_label(), %error, "failed");
-                error_reply(&error.to_cni(), &version)
+                let answer = error.to_cni();
+                metrics.count_error(answer.code, error.metric_label());
+                error_reply(&answer, &version)
             }
         }
     }
@@ -166,8 +208,8 @@ fn error_reply(error: &CniError, cni_version: &str) -> Response {
         .into_response()
 }
 
-async fn readyz(State(plexus): State<Arc<Plexus>>) -> Response {
-    let readiness = plexus.source().readiness();
+async fn readyz(State(state): State<AppState>) -> Response {
+    let readiness = state.plexus.source().readiness();
     // Disconnected but synced still serves ADD from the caches; readiness says so, so the
     // operator sees it, while STATUS (ability to serve ADD) stays green.
     let (status, state) = match (readiness.ready, readiness.connected) {
@@ -181,15 +223,26 @@ async fn readyz(State(plexus): State<Arc<Plexus>>) -> Response {
             "not ready: the source has not loaded",
         ),
     };
-    let mut text = format!("{state} {}\n", readiness.summary);
+    let mut text = format!("{state} {}\n", readiness.summary());
     for problem in &readiness.problems {
         text.push_str(&format!("problem: {problem}\n"));
     }
     (status, text).into_response()
 }
 
+async fn metrics(State(state): State<AppState>) -> Response {
+    let records = state.plexus.record_count();
+    let cached = state.plexus.source().readiness().counts;
+    let text = state.metrics.render(records, &cached);
+    (
+        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        text,
+    )
+        .into_response()
+}
+
 async fn network_status(
-    State(plexus): State<Arc<Plexus>>,
+    State(AppState { plexus, .. }): State<AppState>,
     UrlPath(container_id): UrlPath<String>,
 ) -> Response {
     let Ok(id) = ContainerId::parse(&container_id) else {

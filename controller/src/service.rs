@@ -739,6 +739,11 @@ impl Plexus {
         }
     }
 
+    /// How many containers have records, for the metrics.
+    pub fn record_count(&self) -> usize {
+        self.records.count()
+    }
+
     /// The network-status entries recorded for a container.
     pub fn network_status(&self, id: &ContainerId) -> Result<Option<Vec<NetworkStatus>>> {
         Ok(self.records.load(id)?.map(|r| r.network_status))

@@ -23,6 +23,8 @@ use crate::cni::CniVersion;
 /// One call of one plugin binary.
 #[derive(Debug, Clone)]
 pub struct DelegateCall {
+    /// The network the call is for, as operators name it (for logs and metrics).
+    pub network: String,
     pub plugin_type: String,
     pub command: Command,
     pub container_id: String,
@@ -303,6 +305,7 @@ impl Executor for PluginExecutor {
                 return known.as_ref().clone();
             }
             let call = DelegateCall {
+                network: String::new(),
                 plugin_type: plugin_type.to_owned(),
                 command: Command::Version,
                 container_id: String::new(),
@@ -360,6 +363,7 @@ mod tests {
 
     fn call(plugin: &str) -> DelegateCall {
         DelegateCall {
+            network: "tenant/data".into(),
             plugin_type: plugin.into(),
             command: Command::Add,
             container_id: "c1".into(),

@@ -123,7 +123,7 @@ impl Source for FilesSource {
         Readiness {
             ready: true,
             connected: true,
-            summary: format!("nads={} pods={}", catalog.nads.len(), catalog.pods.len()),
+            counts: vec![("nads", catalog.nads.len()), ("pods", catalog.pods.len())],
             problems: catalog.problems.clone(),
         }
     }

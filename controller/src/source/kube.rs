@@ -385,7 +385,7 @@ impl Source for KubeSource {
         Readiness {
             ready: synced,
             connected: problems.is_empty(),
-            summary: format!("nads={} pods={}", self.nads.len(), self.pods.len()),
+            counts: vec![("nads", self.nads.len()), ("pods", self.pods.len())],
             problems,
         }
     }

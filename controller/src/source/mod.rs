@@ -43,10 +43,21 @@ pub struct Readiness {
     /// The source is following its origin right now; false while, say, the API server is
     /// unreachable and the caches age.
     pub connected: bool,
-    /// What the source holds, for operators, e.g. `nads=3 pods=2`.
-    pub summary: String,
+    /// How many objects of each kind the source holds.
+    pub counts: Vec<(&'static str, usize)>,
     /// Problems that do not stop the source, e.g. a manifest that does not parse.
     pub problems: Vec<String>,
+}
+
+impl Readiness {
+    /// What the source holds, for operators: `nads=3 pods=2`.
+    pub fn summary(&self) -> String {
+        self.counts
+            .iter()
+            .map(|(kind, n)| format!("{kind}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// An event about a pod, for the people who run it.

@@ -8,4 +8,5 @@ mod annotations;
 mod failures;
 mod kube;
 mod lifecycle;
+mod metrics;
 mod shim;
