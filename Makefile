@@ -46,10 +46,11 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
-# The CRD YAML is generated from the Rust type; a test fails when they drift apart.
+# The CRD YAML is generated from the Rust type; tests fail when it or the deploy copy drift.
 crd:
 	$(CARGO) run -q -p plexus-crds --bin crdgen > crds/crd.yaml.tmp
 	mv crds/crd.yaml.tmp crds/crd.yaml
+	cp crds/crd.yaml examples/deploy/10-crd.yaml
 
 # Removes what an interrupted demo left: its namespaces (and any process still in them), and
 # its work directory.

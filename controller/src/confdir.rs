@@ -8,6 +8,10 @@ use crate::cni::NetworkConfig;
 /// The plugin type of Plexus's own conflist, which is never the cluster network.
 pub const PLEXUS_TYPE: &str = "plexus";
 
+/// Meta-plugins that are never the cluster network either: a Multus config left on a node
+/// that moved to Plexus must not be mistaken for it.
+const META_TYPES: [&str; 3] = [PLEXUS_TYPE, "multus", "multus-shim"];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfDirError {
     #[error("cannot read CNI conf dir {dir}: {source}")]
@@ -32,6 +36,14 @@ pub struct ConfFile {
 }
 
 impl ConfFile {
+    /// Plexus's own config or a Multus one: never a network to attach.
+    pub fn is_meta_plugin(&self) -> bool {
+        self.config
+            .plugins
+            .iter()
+            .any(|p| META_TYPES.contains(&p.plugin_type.as_str()))
+    }
+
     pub fn name(&self) -> Option<&str> {
         self.config.name.as_deref()
     }
@@ -52,19 +64,14 @@ pub fn find_by_name(dir: &Path, name: &str) -> Result<ConfFile, ConfDirError> {
 }
 
 /// The cluster network: the one named in plexusd's config, else the first config file (in
-/// file-name order, as runtimes pick) that is not Plexus's own.
+/// file-name order, as runtimes pick) that is not a meta-plugin's (Plexus's own, Multus's).
 pub fn cluster_network(dir: &Path, name: Option<&str>) -> Result<ConfFile, ConfDirError> {
     if let Some(name) = name {
         return find_by_name(dir, name);
     }
     conf_files(dir)?
         .into_iter()
-        .find(|f| {
-            !f.config
-                .plugins
-                .iter()
-                .any(|p| p.plugin_type == PLEXUS_TYPE)
-        })
+        .find(|f| !f.is_meta_plugin())
         .ok_or_else(|| ConfDirError::NoClusterNetwork {
             dir: dir.to_owned(),
         })
@@ -162,6 +169,11 @@ mod tests {
             r#"{"cniVersion":"1.0.0","name":"plexus","plugins":[{"type":"plexus"}]}"#,
         );
         write(dir.path(), "05-broken.conf", "{not json");
+        write(
+            dir.path(),
+            "07-multus.conf",
+            r#"{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus"}"#,
+        );
         write(
             dir.path(),
             "10-cluster.conflist",

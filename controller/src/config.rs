@@ -75,6 +75,11 @@ pub struct Config {
     pub namespace_isolation: bool,
     /// Namespaces whose NADs every pod may use under `namespaceIsolation`.
     pub global_namespaces: Vec<Namespace>,
+    /// Write `conflistName` into `cniConfDir` from the cluster network's config, and keep it
+    /// current, as Multus's auto-config does.
+    pub write_conflist: bool,
+    /// Plexus's conflist in `cniConfDir`; its name must sort first.
+    pub conflist_name: String,
     /// A TCP address for /healthz, /readyz and /metrics (never CNI), e.g. `127.0.0.1:9091`.
     /// Empty: they are served on the socket only.
     pub metrics_address: Option<std::net::SocketAddr>,
@@ -99,6 +104,8 @@ impl Default for Config {
             system_namespace: Namespace::well_known("kube-system"),
             namespace_isolation: false,
             global_namespaces: vec![Namespace::well_known("default")],
+            write_conflist: false,
+            conflist_name: crate::conflist::DEFAULT_FILE_NAME.into(),
             metrics_address: None,
             delegate_timeout_seconds: 60,
             log_format: LogFormat::Text,
@@ -130,6 +137,9 @@ impl Config {
     fn validate(&self) -> Result<(), String> {
         if self.cni_bin_dirs.is_empty() {
             return Err("cniBinDirs must name at least one directory".into());
+        }
+        if self.conflist_name.is_empty() || self.conflist_name.contains('/') {
+            return Err("conflistName must be a plain file name".into());
         }
         if self.delegate_timeout_seconds == 0 {
             return Err("delegateTimeoutSeconds must be at least 1".into());

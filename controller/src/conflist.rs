@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use crate::dirwatch::DirChanges;
 use serde_json::{Map, Value, json};
 
 use crate::cni::NetworkConfig;
@@ -184,12 +184,7 @@ fn find_cluster_network(
         Some(file) if Path::new(file).is_absolute() => confdir::load(Path::new(file))?,
         name => confdir::cluster_network(conf_dir, name)?,
     };
-    if found
-        .config
-        .plugins
-        .iter()
-        .any(|p| p.plugin_type == PLEXUS_TYPE)
-    {
+    if found.is_meta_plugin() {
         return Err(ConfDirError::NoClusterNetwork {
             dir: conf_dir.to_owned(),
         });
@@ -207,14 +202,7 @@ pub async fn keep_current(
     file_name: String,
 ) -> notify::Result<()> {
     fs::create_dir_all(&conf_dir).map_err(notify::Error::io)?;
-    let (tx, mut changes) = tokio::sync::mpsc::unbounded_channel();
-    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // An error (e.g. a queue overflow) may hide a change: look again.
-        if event.as_ref().map_or(true, is_change) {
-            let _ = tx.send(());
-        }
-    })?;
-    watcher.watch(&conf_dir, RecursiveMode::NonRecursive)?;
+    let mut changes = DirChanges::watch(&conf_dir)?;
     tracing::info!(dir = %conf_dir.display(), file = %file_name, "keeping Plexus's conflist current");
 
     let mut reporter = Reporter::default();
@@ -236,25 +224,13 @@ pub async fn keep_current(
         }
 
         tokio::select! {
-            change = changes.recv() => {
+            change = changes.next(SETTLE) => {
                 if change.is_none() {
                     return Ok(());
                 }
-                tokio::time::sleep(SETTLE).await;
-                while changes.try_recv().is_ok() {}
             }
             () = tokio::time::sleep(RESYNC) => {}
         }
-    }
-}
-
-/// Opening or reading a file (this module's own reads included) changes nothing.
-fn is_change(event: &notify::Event) -> bool {
-    use notify::event::{AccessKind, AccessMode, EventKind};
-    match event.kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
     }
 }
 

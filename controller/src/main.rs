@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 use plexus_controller::cni::PluginExecutor;
@@ -14,6 +15,7 @@ use plexus_controller::service::Plexus;
 use plexus_controller::source::Source;
 use plexus_controller::source::files::FilesSource;
 use plexus_controller::source::kube::{self, KubeSource};
+use plexus_controller::{conflist, install, probe};
 
 /// The Plexus node controller: attaches pods to the networks their annotations name.
 #[derive(Parser)]
@@ -22,11 +24,57 @@ struct Args {
     /// plexusd's config file (YAML). Without it, the defaults apply.
     #[arg(long, short, env = "PLEXUS_CONFIG")]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Tool>,
+}
+
+/// Small jobs around the daemon, for the DaemonSet.
+#[derive(clap::Subcommand)]
+enum Tool {
+    /// Copies the shim into the CNI bin dir atomically (the DaemonSet's init container).
+    InstallShim {
+        #[arg(long, default_value = "/usr/local/bin/plexus")]
+        from: PathBuf,
+        #[arg(long, default_value = "/opt/cni/bin")]
+        to: PathBuf,
+    },
+    /// Exits 0 when plexusd answers /healthz (or /readyz with --ready) on its socket.
+    Probe {
+        #[arg(long, default_value = "/run/plexus/plexus.sock")]
+        socket: PathBuf,
+        #[arg(long)]
+        ready: bool,
+    },
+}
+
+fn run_tool(tool: Tool) -> ExitCode {
+    let outcome = match tool {
+        Tool::InstallShim { from, to } => install::install_shim(&from, &to)
+            .map(|path| format!("installed {}", path.display()))
+            .map_err(|e| e.to_string()),
+        Tool::Probe { socket, ready } => {
+            let path = if ready { "/readyz" } else { "/healthz" };
+            probe::probe(&socket, path, Duration::from_secs(3)).map_err(|e| e.to_string())
+        }
+    };
+    match outcome {
+        Ok(said) => {
+            println!("{}", said.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("plexusd: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(tool) = args.command {
+        return run_tool(tool);
+    }
     let config = match Config::load(args.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
@@ -45,12 +93,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    // The files source follows its directory for as long as this watcher lives.
-    let mut _watcher = None;
     let source: Arc<dyn Source> = match config.source {
         SourceKind::Files => {
             let files = FilesSource::load(&config.manifest_dir);
-            _watcher = Some(files.watch()?);
+            files.watch()?;
             files
         }
         SourceKind::Kube => {
@@ -67,6 +113,9 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let executor = Arc::new(Metered::new(plugins, Arc::clone(&metrics)));
     let socket = config.socket_path.clone();
     let metrics_address = config.metrics_address;
+    if config.write_conflist {
+        keep_conflist_current(&config);
+    }
     let plexus = Arc::new(Plexus::new(config, source, executor, records)?);
     let state = AppState { plexus, metrics };
 
@@ -92,6 +141,27 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     server::serve(&socket, state, until_stopped()).await?;
     Ok(())
+}
+
+/// Writes Plexus's conflist once the cluster network's config exists, and keeps it current.
+fn keep_conflist_current(config: &Config) {
+    // A cluster network that is a NAD has no conf file to take version and capabilities from;
+    // the first conf in the directory stands in for it, as in Multus's auto-config.
+    let cluster = config
+        .cluster_network
+        .clone()
+        .filter(|n| n.starts_with('/') || !n.contains('/'));
+    let task = conflist::keep_current(
+        config.cni_conf_dir.clone(),
+        cluster,
+        config.socket_path.clone(),
+        config.conflist_name.clone(),
+    );
+    tokio::spawn(async move {
+        if let Err(error) = task.await {
+            tracing::error!(%error, "cannot keep Plexus's conflist current");
+        }
+    });
 }
 
 async fn shutdown_signal() {

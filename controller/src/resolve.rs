@@ -186,17 +186,7 @@ pub fn plan(
     pod: &PodContext<'_>,
 ) -> Result<Vec<Delegate>, ResolveError> {
     let mut delegates = Vec::with_capacity(secondaries.len() + 1);
-    delegates.push(Delegate {
-        network: cluster.label,
-        is_default: true,
-        ifname: pod.runtime_ifname.clone(),
-        version: cluster.version,
-        config: cluster.raw,
-        runtime_config: pod.runtime_config.clone(),
-        args_cni: None,
-        cni_args: pod.cni_args.to_owned(),
-        default_route: None,
-    });
+    delegates.push(cluster_delegate(cluster, pod));
     for (position, (selection, network)) in secondaries.into_iter().enumerate() {
         let ifname = selection
             .interface
@@ -299,6 +289,22 @@ fn with_selection_args(base: &str, cni_args: Option<&Map<String, Value>>) -> Str
         args.push_str(&format!(";{key}={value}"));
     }
     args
+}
+
+/// The cluster network on the runtime's interface, with the runtime's runtimeConfig (only this
+/// network may see it, NPWG §7.5).
+pub fn cluster_delegate(cluster: Network, pod: &PodContext<'_>) -> Delegate {
+    Delegate {
+        network: cluster.label,
+        is_default: true,
+        ifname: pod.runtime_ifname.clone(),
+        version: cluster.version,
+        config: cluster.raw,
+        runtime_config: pod.runtime_config.clone(),
+        args_cni: None,
+        cni_args: pod.cni_args.to_owned(),
+        default_route: None,
+    }
 }
 
 /// The runtime's CNI_ARGS as delegates get them: `IgnoreUnknown=1` first, so plugins built on

@@ -619,7 +619,42 @@ impl Plexus {
         let _gc = self.gc_gate.read().await;
         match self.records.load(id)? {
             Some(record) => self.detach_record(record, &request.netns).await,
-            None => Ok(()),
+            None => {
+                self.del_unrecorded(request).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// A container with no record was attached before Plexus ran on this node (by Multus,
+    /// say), or never. The cluster network's DEL goes out anyway, as Multus sends it without
+    /// a cache, so a pod from before the switch does not leak its address. DEL must succeed
+    /// for a container never seen, so a failure here is only logged.
+    async fn del_unrecorded(&self, request: &CniRequest) {
+        let (Some(id), Some(ifname)) = (&request.container_id, &request.ifname) else {
+            return;
+        };
+        let cluster = match self.cluster_network(None, None).await {
+            Ok(cluster) => cluster,
+            Err(error) => {
+                tracing::debug!(%error, "DEL without a record and without a cluster network");
+                return;
+            }
+        };
+        let cni_args = resolve::delegate_cni_args(&request.args.raw, None);
+        let pod = PodContext {
+            runtime_ifname: ifname,
+            runtime_config: &request.conf.runtime_config,
+            cni_args: &cni_args,
+        };
+        let delegate = resolve::cluster_delegate(cluster, &pod);
+        let target = Target {
+            container_id: id.as_str(),
+            netns: &request.netns,
+        };
+        if let Err(error) = attach::del_chain(self.executor.as_ref(), &delegate, None, target).await
+        {
+            tracing::warn!(container = %id, %error, "DEL of the cluster network for a container without a record failed");
         }
     }
 
@@ -686,17 +721,13 @@ impl Plexus {
             .cluster_network(None, None)
             .await
             .map_err(|e| Error::NotReady(e.to_string()))?;
-        let delegate = Delegate {
-            network: cluster.label,
-            is_default: true,
-            ifname: IfName::numbered(0),
-            version: cluster.version,
-            config: cluster.raw,
-            runtime_config: Default::default(),
-            args_cni: None,
-            cni_args: String::new(),
-            default_route: None,
+        // STATUS carries no container parameters; the ones here never reach the plugin.
+        let no_pod = PodContext {
+            runtime_ifname: &IfName::numbered(0),
+            runtime_config: &Default::default(),
+            cni_args: "",
         };
+        let delegate = resolve::cluster_delegate(cluster, &no_pod);
         attach::status_chain(self.executor.as_ref(), &delegate)
             .await
             .map_err(|e| Error::NotReady(e.to_string()))

@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Pod;
-use notify::{RecursiveMode, Watcher};
 use plexus_crds::NetworkAttachmentDefinition;
 use serde::Deserialize;
 
 use super::{PodInfo, Readiness, Source, SourceError};
+use crate::dirwatch::DirChanges;
 use crate::names::{Namespace, ObjectName, PodKey};
 
 /// The namespace of a manifest that names none, as `kubectl apply` does.
@@ -61,21 +61,12 @@ impl FilesSource {
         }
     }
 
-    /// Follows changes to the directory until the returned watcher is dropped.
-    pub fn watch(self: &Arc<Self>) -> notify::Result<notify::RecommendedWatcher> {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut watcher =
-            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-                if event.is_ok() {
-                    let _ = tx.send(());
-                }
-            })?;
-        watcher.watch(&self.dir, RecursiveMode::NonRecursive)?;
+    /// Follows changes to the directory for as long as the source lives.
+    pub fn watch(self: &Arc<Self>) -> notify::Result<()> {
+        let mut changes = DirChanges::watch(&self.dir)?;
         let source = Arc::downgrade(self);
         tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                tokio::time::sleep(SETTLE).await;
-                while rx.try_recv().is_ok() {}
+            while changes.next(SETTLE).await.is_some() {
                 let Some(source) = source.upgrade() else {
                     break;
                 };
@@ -84,7 +75,7 @@ impl FilesSource {
                     .ok();
             }
         });
-        Ok(watcher)
+        Ok(())
     }
 
     fn snapshot(&self) -> Arc<Catalog> {
@@ -376,7 +367,7 @@ metadata: {name: ignored}
     async fn changes_in_the_directory_are_seen_without_a_restart() {
         let dir = tempfile::tempdir().unwrap();
         let source = FilesSource::load(dir.path());
-        let _watcher = source.watch().unwrap();
+        source.watch().unwrap();
         let (ns, name) = key("tenant", "macvlan-a");
         assert!(source.nad(&ns, &name).await.unwrap().is_none());
         std::fs::write(dir.path().join("all.yaml"), NADS).unwrap();
