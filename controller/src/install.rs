@@ -96,15 +96,7 @@ fn with_path(e: io::Error, what: &str, path: &Path) -> io::Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
-    }
+    use crate::testing::dir_entries;
 
     #[test]
     fn the_shim_is_installed_executable_and_replaces_an_older_one() {
@@ -130,7 +122,7 @@ mod tests {
             old_inode, new_inode,
             "replaced by rename, not rewritten in place"
         );
-        assert_eq!(entries(&bin), ["plexus"], "no temp file is left behind");
+        assert_eq!(dir_entries(&bin), ["plexus"], "no temp file is left behind");
     }
 
     #[test]
@@ -141,7 +133,7 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
         assert!(err.to_string().contains("nope"), "{err}");
         assert_eq!(fs::read(dir.path().join("plexus")).unwrap(), b"old");
-        assert_eq!(entries(dir.path()), ["plexus"]);
+        assert_eq!(dir_entries(dir.path()), ["plexus"]);
     }
 
     #[test]
@@ -156,6 +148,6 @@ mod tests {
         .unwrap_err();
         assert!(err.to_string().contains("00-plexus.conflist"), "{err}");
         assert_eq!(fs::read(&path).unwrap(), b"old");
-        assert_eq!(entries(dir.path()), ["00-plexus.conflist"]);
+        assert_eq!(dir_entries(dir.path()), ["00-plexus.conflist"]);
     }
 }

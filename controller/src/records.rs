@@ -202,18 +202,10 @@ mod tests {
     use crate::names::{Namespace, ObjectName};
     use crate::status::StatusDns;
     use crate::testing::chain;
+    use crate::testing::dir_entries;
 
     fn id(value: &str) -> ContainerId {
         ContainerId::parse(value).unwrap()
-    }
-
-    fn files(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        names
     }
 
     /// A record with every optional part filled in.
@@ -288,7 +280,7 @@ mod tests {
         record.network_status.clear();
         store.save(&record).unwrap();
         assert_eq!(store.load(&id("c1")).unwrap(), Some(record));
-        assert_eq!(files(store.dir()), ["c1.json"]);
+        assert_eq!(dir_entries(store.dir()), ["c1.json"]);
     }
 
     #[test]
@@ -305,7 +297,7 @@ mod tests {
         .unwrap();
         fs::write(dir.path().join("c2.tmp"), b"").unwrap();
         let reopened = RecordStore::open(dir.path()).unwrap();
-        assert_eq!(files(dir.path()), ["c1.json"]);
+        assert_eq!(dir_entries(dir.path()), ["c1.json"]);
         assert_eq!(reopened.load(&id("c1")).unwrap(), Some(record));
         assert_eq!(reopened.load(&id("c2")).unwrap(), None);
     }
@@ -320,7 +312,7 @@ mod tests {
         store.remove(&id("c1")).unwrap();
         assert_eq!(store.load(&id("c1")).unwrap(), None);
         store.remove(&id("c1")).unwrap();
-        assert!(files(dir.path()).is_empty());
+        assert!(dir_entries(dir.path()).is_empty());
     }
 
     #[test]

@@ -5,7 +5,12 @@ use serde_json::json;
 
 use crate::fixtures::{bridge, nad, pod};
 
+/// NADs `tenant/net-a` and `shared/net-b`, and the pods with their annotations.
 fn node_with_networks(pods: &[(&Pod, &str)]) -> Node {
+    node_with_networks_and(pods, &[])
+}
+
+fn node_with_networks_and(pods: &[(&Pod, &str)], config_lines: &[&str]) -> Node {
     let mut builder = Node::builder()
         .manifest(
             "a.yaml",
@@ -17,6 +22,9 @@ fn node_with_networks(pods: &[(&Pod, &str)]) -> Node {
         );
     for (i, (p, networks)) in pods.iter().enumerate() {
         builder = builder.manifest(&format!("pod{i}.yaml"), &pod(p, networks));
+    }
+    for line in config_lines {
+        builder = builder.config_line(line);
     }
     builder.start()
 }
@@ -72,19 +80,10 @@ fn a_pod_without_the_annotation_gets_only_the_cluster_network() {
 #[test]
 fn default_networks_from_the_config_come_before_the_selections() {
     let web = Pod::new("tenant", "web");
-    let node = Node::builder()
-        .manifest(
-            "a.yaml",
-            &nad("tenant", "net-a", &bridge("net-a", "br-a", "198.18.8.0/24")),
-        )
-        .manifest(
-            "b.yaml",
-            &nad("shared", "net-b", &bridge("net-b", "br-b", "198.18.9.0/24")),
-        )
-        .manifest("p.yaml", &pod(&web, "net-a"))
-        .config_line("defaultNetworks: [net-b]")
-        .config_line("systemNamespace: shared")
-        .start();
+    let node = node_with_networks_and(
+        &[(&web, "net-a")],
+        &["defaultNetworks: [net-b]", "systemNamespace: shared"],
+    );
     node.add(&web).result();
     assert!(web.link("net1").unwrap().addresses[0].starts_with("198.18.9."));
     assert!(web.link("net2").unwrap().addresses[0].starts_with("198.18.8."));

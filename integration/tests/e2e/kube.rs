@@ -47,17 +47,31 @@ fn kube_node() -> Node {
     Node::builder().kube().start()
 }
 
+/// How long plexusd's caches may take to follow the API server. Generous, because after a
+/// token rotation kube-rs re-reads the token file only once a minute.
+const SYNC: Duration = Duration::from_secs(90);
+
+/// Publishes NAD `tenant/<name>` (a bridge `br-<name>` on `subnet`) and `pod` selecting it,
+/// then waits until plexusd's caches hold both.
+fn publish_pod_on(node: &Node, pod: &Pod, name: &str, subnet: &str) {
+    node.apply_nad("tenant", name, &bridge(name, &format!("br-{name}"), subnet));
+    node.apply_pod(pod, networks(name));
+    node.wait_for_readyz("nads=1 pods=1", SYNC);
+}
+
+/// ADD gives the pod its net1, and DEL takes everything away again.
+fn attach_and_detach(node: &Node, pod: &Pod) {
+    node.add(pod).result();
+    assert!(pod.link("net1").is_some(), "{:?}", pod.link_names());
+    assert!(node.del(pod).success());
+    assert!(pod.link_names().is_empty());
+}
+
 #[test]
 fn a_nad_created_through_the_api_is_used_by_the_next_add_and_status_is_written_back() {
     let web = Pod::new("tenant", "web");
     let node = kube_node();
-    node.apply_nad(
-        "tenant",
-        "east",
-        &bridge("east", "br-east", "198.18.20.0/24"),
-    );
-    node.apply_pod(&web, networks("east"));
-    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(10));
+    publish_pod_on(&node, &web, "east", "198.18.20.0/24");
 
     node.add(&web).result();
     let eth0 = web.link("eth0").unwrap();
@@ -99,13 +113,7 @@ fn a_warm_add_makes_no_read_of_the_api_server() {
     let web = Pod::new("tenant", "web");
     let node = kube_node();
     let Some(api) = node.fixture() else { return };
-    node.apply_nad(
-        "tenant",
-        "east",
-        &bridge("east", "br-east", "198.18.21.0/24"),
-    );
-    node.apply_pod(&web, networks("east"));
-    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(10));
+    publish_pod_on(&node, &web, "east", "198.18.21.0/24");
     api.reset_counters();
 
     node.add(&web).result();
@@ -186,13 +194,7 @@ fn with_the_api_server_down_a_warm_add_and_del_still_work_and_readiness_says_why
     let web = Pod::new("tenant", "web");
     let node = kube_node();
     let Some(api) = node.fixture() else { return };
-    node.apply_nad(
-        "tenant",
-        "east",
-        &bridge("east", "br-east", "198.18.25.0/24"),
-    );
-    node.apply_pod(&web, networks("east"));
-    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(10));
+    publish_pod_on(&node, &web, "east", "198.18.25.0/24");
 
     api.pause();
     node.add(&web).result();
@@ -226,16 +228,8 @@ fn after_a_410_the_watch_relists_and_sees_new_nads() {
     let Some(api) = node.fixture() else { return };
     node.wait_for_readyz("nads=0 pods=0", Duration::from_secs(10));
     api.compact();
-    node.apply_nad(
-        "tenant",
-        "late",
-        &bridge("late", "br-late", "198.18.26.0/24"),
-    );
-    node.apply_pod(&web, networks("late"));
-    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(15));
-    node.add(&web).result();
-    assert!(web.link("net1").is_some());
-    assert!(node.del(&web).success());
+    publish_pod_on(&node, &web, "late", "198.18.26.0/24");
+    attach_and_detach(&node, &web);
 }
 
 #[test]
@@ -248,17 +242,9 @@ fn a_rotated_token_is_picked_up_from_the_token_file() {
     // Open watches outlive a rotation; a 410 makes plexusd list again, with whatever token
     // it holds. kube-rs re-reads a token file at most once a minute, so until then it fails.
     api.compact();
-    node.apply_nad(
-        "tenant",
-        "east",
-        &bridge("east", "br-east", "198.18.27.0/24"),
-    );
-    node.apply_pod(&web, networks("east"));
     node.wait_for_readyz("degraded", Duration::from_secs(10));
-    node.wait_for_readyz("ready nads=1 pods=1", Duration::from_secs(90));
-    node.add(&web).result();
-    assert!(web.link("net1").is_some());
-    assert!(node.del(&web).success());
+    publish_pod_on(&node, &web, "east", "198.18.27.0/24");
+    attach_and_detach(&node, &web);
 }
 
 #[test]
@@ -343,13 +329,7 @@ fn the_real_cluster_mode_reaches_its_api_server_through_the_forwarder() {
         let web = Pod::new("tenant", "web");
         let node = Node::builder().real_cluster(&kubeconfig).start();
         assert!(node.fixture().is_none());
-        node.apply_nad(
-            "tenant",
-            "east",
-            &bridge("east", "br-east", "198.18.31.0/24"),
-        );
-        node.apply_pod(&web, networks("east"));
-        node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(10));
+        publish_pod_on(&node, &web, "east", "198.18.31.0/24");
         node.add(&web).result();
         assert!(web.link("net1").is_some());
         let status = eventually("network-status", || network_status_annotation(&node, &web));
