@@ -3,9 +3,11 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
-APT_PACKAGES := containernetworking-plugins iproute2 iputils-ping jq curl
+# containerd and crun run the CRI tests and bench (integration/src/containerd.rs); protoc builds the
+# CRI client's protos (the k8s-cri crate).
+APT_PACKAGES := containernetworking-plugins iproute2 iputils-ping jq curl containerd crun protobuf-compiler
 
-.PHONY: all deps build demo test lint fmt crd clean-demo
+.PHONY: all deps build demo demo-flannel2 test bench lint fmt crd clean-demo
 
 all: build
 
@@ -27,6 +29,13 @@ build:
 demo: deps build
 	examples/standalone/demo.sh
 
+# Two nodes with the cluster's flannel (VXLAN VNI 1) and examples/flannel2 (VNI 2): a pod per
+# node, a ping across them on net1 and on eth0, and the VNI of every packet on the underlay
+# (tcpdump, installed when missing). Cleans up when done, on failure and on Ctrl-C.
+demo-flannel2: deps build
+	@$(MAKE) --no-print-directory deps APT_PACKAGES=tcpdump
+	$(CARGO) run -q -p plexus-integration --bin demo-flannel2
+
 test: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -38,6 +47,13 @@ test: deps
 		echo "$(CARGO) test --workspace"; \
 		$(CARGO) test --workspace; \
 	fi
+
+# What Plexus costs over the plugins it runs (issue 6): release builds, then the bench as root
+# (tables on stdout, JSON in target/bench/plexus-bench.json). Flags go in BENCH_ARGS, e.g.
+# `make bench BENCH_ARGS="--reps 100"`; `target/release/plexus-bench --help` lists them.
+bench: deps
+	$(CARGO) build --release --workspace --bins
+	$${CARGO_TARGET_DIR:-target}/release/plexus-bench $(BENCH_ARGS)
 
 lint:
 	$(CARGO) fmt --all --check

@@ -4,12 +4,14 @@
 use std::path::PathBuf;
 
 fn target_dir() -> PathBuf {
-    // The test binary lives in target/<profile>/deps/.
+    // A test binary lives in target/<profile>/deps/, a bin of this crate (the demos) in
+    // target/<profile>/ itself.
     let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .to_path_buf()
+    let dir = exe.parent().expect("target dir");
+    match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().expect("target dir").to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
 }
 
 fn binary(name: &str) -> PathBuf {
@@ -28,6 +30,11 @@ pub fn plexusd() -> PathBuf {
 
 pub fn shim() -> PathBuf {
     binary("plexus")
+}
+
+/// The test stand-in for the flannel CNI plugin (`src/bin/flannel.rs`).
+pub fn flannel() -> PathBuf {
+    binary("flannel")
 }
 
 /// Debian's reference plugins.

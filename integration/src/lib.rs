@@ -5,8 +5,11 @@
 pub mod apiserver;
 pub mod binaries;
 pub mod cluster;
+pub mod containerd;
+pub mod cri_bench;
 pub mod netns;
 pub mod node;
+pub mod overlay;
 pub mod pod;
 pub mod shim;
 

@@ -27,9 +27,16 @@ pub struct NodeBuilder {
     plugins: Vec<(String, String)>,
     kube: bool,
     real_cluster: Option<PathBuf>,
+    rust_log: String,
 }
 
 impl NodeBuilder {
+    /// plexusd's `RUST_LOG`; `debug` unless set (the bench runs it at plexusd's default, `info`).
+    pub fn rust_log(mut self, filter: &str) -> Self {
+        self.rust_log = filter.to_owned();
+        self
+    }
+
     /// plexusd on the `kube` source, against a test API server in the node's namespace, with
     /// a kubeconfig whose token file the test can rotate.
     pub fn kube(mut self) -> Self {
@@ -51,19 +58,21 @@ impl NodeBuilder {
         self
     }
 
-    /// The cluster network's conflist (its ipam dataDir is filled in).
+    /// The cluster network's conflist (`@IPAM@` and `@DIR@` are filled in, as for `conf_file`).
     pub fn cluster(mut self, conflist: Value) -> Self {
         self.cluster_conf = Some(conflist);
         self
     }
 
-    /// A manifest file in the node's manifest dir. `@IPAM@` is replaced by the node's IPAM dir.
+    /// A manifest file in the node's manifest dir. `@IPAM@` is replaced by the node's IPAM dir,
+    /// `@DIR@` by its temp dir.
     pub fn manifest(mut self, file: &str, yaml: &str) -> Self {
         self.manifests.push((file.to_owned(), yaml.to_owned()));
         self
     }
 
-    /// Another file in the CNI conf dir. `@IPAM@` is replaced by the node's IPAM dir.
+    /// Another file in the CNI conf dir. `@IPAM@` is replaced by the node's IPAM dir, `@DIR@` by
+    /// its temp dir.
     pub fn conf_file(mut self, file: &str, body: &str) -> Self {
         self.extra_conf_files
             .push((file.to_owned(), body.to_owned()));
@@ -100,6 +109,7 @@ impl NodeBuilder {
             config: self.config,
             api,
             name: crate::unique("node-"),
+            rust_log: self.rust_log,
         };
         if node.api.is_some() {
             node.connect_to_api();
@@ -154,6 +164,7 @@ pub struct Node {
     api: Option<Cluster>,
     /// This node's name in the API server.
     name: String,
+    rust_log: String,
 }
 
 impl Node {
@@ -167,6 +178,7 @@ impl Node {
             plugins: Vec::new(),
             kube: false,
             real_cluster: None,
+            rust_log: "debug".to_owned(),
         }
     }
 
@@ -277,6 +289,7 @@ impl Node {
 
     fn fill(&self, text: &str) -> String {
         text.replace("@IPAM@", &self.ipam_dir().display().to_string())
+            .replace("@DIR@", &self.dir().display().to_string())
     }
 
     pub fn write_conf(&self, file: &str, body: &str) {
@@ -318,7 +331,7 @@ impl Node {
             .arg(binaries::plexusd())
             .arg("--config")
             .arg(dir.join("plexusd.yaml"))
-            .env("RUST_LOG", "debug")
+            .env("RUST_LOG", &self.rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -340,6 +353,11 @@ impl Node {
             std::thread::sleep(Duration::from_millis(20));
         }
         panic!("plexusd did not become ready: {}", self.log());
+    }
+
+    /// The running plexusd's PID (`ip netns exec` execs it, so its child is plexusd itself).
+    pub fn plexusd_pid(&self) -> Option<u32> {
+        self.plexusd.as_ref().map(Child::id)
     }
 
     /// plexusd's log so far.

@@ -5,7 +5,10 @@ mod fixtures;
 
 mod add;
 mod annotations;
+mod conflist;
+mod cri;
 mod failures;
+mod flannel2;
 mod kube;
 mod lifecycle;
 mod metrics;

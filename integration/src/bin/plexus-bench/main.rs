@@ -1,0 +1,847 @@
+//! `plexus-bench` (`make bench`): what Plexus costs over the plugins it runs (issue 6).
+//!
+//! Run as root from target/release, next to the release `plexusd` and `plexus`. Every node is
+//! a network namespace running its own plexusd and every pod is another one, as in the
+//! integration tests; the real bridge and host-local plugins do the work. Measures, with the
+//! files source and with the kube source (the in-process test API server):
+//! - ADD and DEL latency for 0, 1, 2 and 4 secondary networks: the bench running the same
+//!   delegates itself (the floor) against the `plexus` shim with plexusd warm, interleaved;
+//! - the shim's cold exec (VERSION; ADD and DEL whose only delegate is a no-op) and its
+//!   stripped size;
+//! - plexusd's RSS idle, with 500 pods and 100 NADs, and after 10,000 pods on other nodes;
+//! - 50 pods ADD at once and DEL at once, through Plexus and directly;
+//! - API requests per warm ADD and DEL.
+//!
+//! Tables go to stdout, progress to stderr, everything to target/bench/plexus-bench.json.
+
+mod direct;
+mod measure;
+mod stats;
+mod supervise;
+mod world;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use plexus_integration::{Node, Pod, binaries};
+use serde_json::{Map, Value, json};
+
+use measure::{Case, CaseResult, Result};
+use stats::{Summary, Table, ms, round, signed, summarize};
+
+#[derive(Parser, Clone)]
+#[command(about = "Plexus's cost over the plugins it runs (run as root, from target/release)")]
+struct Args {
+    /// Repetitions of each latency measurement (the shim exec runs at least 100).
+    #[arg(long, default_value_t = 30)]
+    reps: usize,
+    /// Pods in the parallel ADD and DEL.
+    #[arg(long, default_value_t = 50)]
+    parallel: usize,
+    /// Rounds of the parallel ADD and DEL (the median counts).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Pods on other nodes put into the test API server for the memory check.
+    #[arg(long, default_value_t = 10_000)]
+    other_pods: usize,
+    /// Where the JSON report goes; default target/bench/plexus-bench.json.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Only these parts (comma-separated), e.g. `--only files` while profiling.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Part::Memory, Part::Files, Part::Kube])]
+    only: Vec<Part>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+enum Part {
+    /// plexusd's RSS: idle, loaded, and with other nodes' pods.
+    Memory,
+    /// Latency, shim exec and parallel runs with the files source.
+    Files,
+    /// Latency, parallel runs and API requests with the kube source.
+    Kube,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if std::env::var_os(supervise::WORKER_VAR).is_none() {
+        return supervise::supervise();
+    }
+    supervise::catch_signals();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if supervise::interrupted() => {
+            eprintln!("plexus-bench: {e}; cleaned up");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("plexus-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn progress(what: &str) {
+    eprintln!("== {what}");
+}
+
+fn run(args: &Args) -> Result<()> {
+    preflight()?;
+    let mut report = Map::new();
+    report.insert("machine".into(), machine());
+    report.insert("reps".into(), args.reps.into());
+
+    progress("shim size");
+    let shim_size = stripped_size(&binaries::shim())?;
+
+    let memory = if args.only.contains(&Part::Memory) {
+        progress("plexusd memory");
+        memory(args)?
+    } else {
+        Value::Null
+    };
+
+    let latency_pods: Vec<Pod> = world::CASES
+        .iter()
+        .map(|k| Pod::new(world::NAMESPACE, &format!("lat-{k}")))
+        .collect();
+    let noop_pod = Pod::new(world::NAMESPACE, "noop");
+    let parallel_pods: Vec<Pod> = (0..args.parallel)
+        .map(|i| Pod::new(world::NAMESPACE, &format!("par-{i}")))
+        .collect();
+    let annotated = || {
+        let mut pods: Vec<(&Pod, Value)> = latency_pods
+            .iter()
+            .zip(world::CASES)
+            .map(|(p, k)| (p, world::annotations(k)))
+            .collect();
+        pods.push((&noop_pod, world::noop_annotations()));
+        pods.extend(parallel_pods.iter().map(|p| (p, world::annotations(1))));
+        pods
+    };
+
+    let mut per_source = Map::new();
+    let mut shim_exec = None;
+    for kube in [false, true] {
+        if !args
+            .only
+            .contains(if kube { &Part::Kube } else { &Part::Files })
+        {
+            continue;
+        }
+        let source = if kube { "kube" } else { "files" };
+        progress(&format!(
+            "{source} source: starting a node with {} pods",
+            annotated().len()
+        ));
+        let node = world::node(kube, &annotated());
+        let direct = world::direct(&node);
+        let cases: Vec<Case> = latency_pods
+            .iter()
+            .zip(world::CASES)
+            .map(|(pod, k)| Case {
+                k,
+                pod,
+                nets: world::nets(&node, k),
+            })
+            .collect();
+        progress(&format!(
+            "{source} source: ADD/DEL latency, {} reps",
+            args.reps
+        ));
+        let latency = measure::latency(&node, &direct, &cases, args.reps)?;
+        let rss_after = measure::settled_rss_kib(&node)?;
+        if shim_exec.is_none() {
+            progress("shim exec");
+            shim_exec = Some(measure::shim_exec(
+                &node,
+                &direct,
+                &noop_pod,
+                args.reps.max(100),
+            )?);
+        }
+        progress(&format!(
+            "{source} source: {} pods in parallel, {} rounds",
+            args.parallel, args.rounds
+        ));
+        let parallel = measure::parallel(
+            &node,
+            &direct,
+            &parallel_pods,
+            &world::nets(&node, 1),
+            args.rounds,
+        )?;
+        let api = match kube.then(|| node.fixture()).flatten() {
+            Some(api) => {
+                progress("kube source: API requests per warm ADD");
+                Some(measure::api_traffic(&node, api, &cases, 3)?)
+            }
+            None => None,
+        };
+        let mut section = Map::new();
+        section.insert("latency_ms".into(), latency_json(&latency));
+        section.insert("rss_after_latency_kib".into(), rss_after.into());
+        section.insert("parallel".into(), parallel_json(args.parallel, &parallel));
+        if let Some(api) = &api {
+            section.insert("api_per_warm_add".into(), api_json(api));
+        }
+        print_latency(source, args.reps, &latency);
+        print_parallel(source, args.parallel, &parallel, rss_after);
+        if let Some(api) = &api {
+            print_api(api);
+        }
+        per_source.insert(source.into(), Value::Object(section));
+    }
+    let shim = match &shim_exec {
+        Some(exec) => {
+            print_shim(exec, shim_size);
+            shim_json(exec, shim_size)
+        }
+        None => json!({"size_bytes": shim_size}),
+    };
+    if !memory.is_null() {
+        print_memory(&memory);
+    }
+    report.insert("loadavg_end".into(), loadavg().into());
+    print_machine(&report);
+
+    headline(&mut report, &per_source, &shim, &memory);
+    report.insert("shim".into(), shim);
+    report.insert("memory_kib".into(), memory.clone());
+    report.insert("sources".into(), Value::Object(per_source));
+    let targets = targets(&report);
+    print_targets(&targets);
+    report.insert("targets".into(), targets);
+
+    let out = args.out.clone().unwrap_or_else(default_out);
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
+    let text = serde_json::to_string_pretty(&Value::Object(report)).expect("JSON");
+    std::fs::write(&out, text + "\n").map_err(|e| format!("{}: {e}", out.display()))?;
+    println!("\nwritten: {}", out.display());
+    Ok(())
+}
+
+fn preflight() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("run as root: the bench creates network namespaces".into());
+    }
+    for plugin in ["bridge", "host-local"] {
+        let path = Path::new(binaries::CNI_BIN_DIR).join(plugin);
+        if !path.is_file() {
+            return Err(format!(
+                "{} is missing (apt-get install containernetworking-plugins)",
+                path.display()
+            ));
+        }
+    }
+    let here = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = here.parent().ok_or("no exe dir")?;
+    for binary in ["plexusd", "plexus"] {
+        if !dir.join(binary).is_file() {
+            return Err(format!(
+                "{} is missing: cargo build --release --workspace --bins",
+                dir.join(binary).display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// target/bench/plexus-bench.json, next to target/release where the bench runs from.
+fn default_out() -> PathBuf {
+    let exe = std::env::current_exe().expect("own path");
+    let target = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("target"));
+    target.join("bench").join("plexus-bench.json")
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_default();
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    json!({
+        "loadavg_start": loadavg(),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "cpu": cpu,
+        "kernel": kernel.trim(),
+    })
+}
+
+/// The 1-minute load average: other work on the machine skews every timing.
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+fn print_machine(report: &Map<String, Value>) {
+    let m = &report["machine"];
+    println!(
+        "\nmachine: {} CPUs ({}), kernel {}; load average {} at the start, {} at the end{}",
+        m["cpus"],
+        m["cpu"].as_str().unwrap_or("?"),
+        m["kernel"].as_str().unwrap_or("?"),
+        m["loadavg_start"],
+        report["loadavg_end"],
+        if m["loadavg_start"]
+            .as_f64()
+            .unwrap_or(0.0)
+            .max(report["loadavg_end"].as_f64().unwrap_or(0.0))
+            > 0.5
+        {
+            " (other work was running: timings are inflated)"
+        } else {
+            ""
+        }
+    );
+}
+
+/// The shim's size after `strip` (the release profile strips already; this makes sure).
+fn stripped_size(binary: &Path) -> Result<u64> {
+    let copy = tempfile::Builder::new()
+        .prefix("plexus-shim-")
+        .tempfile()
+        .map_err(|e| e.to_string())?;
+    std::fs::copy(binary, copy.path()).map_err(|e| e.to_string())?;
+    let _ = std::process::Command::new("strip")
+        .arg(copy.path())
+        .status();
+    let size = std::fs::metadata(copy.path())
+        .map_err(|e| e.to_string())?
+        .len();
+    Ok(size)
+}
+
+fn memory(args: &Args) -> Result<Value> {
+    let (nads, pods) = (100, 500);
+    let mut out = Map::new();
+
+    let node = Node::builder().rust_log("info").start();
+    out.insert("files_idle".into(), measure::settled_rss_kib(&node)?.into());
+    let (nad_objects, pod_objects) = measure::population(nads, pods, node.name());
+    let docs = |objects: &[Value]| {
+        objects
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+    };
+    node.write_manifest("nads.yaml", &docs(&nad_objects));
+    node.write_manifest("pods.yaml", &docs(&pod_objects));
+    node.wait_for_readyz(
+        &format!("nads={nads} pods={pods}\n"),
+        Duration::from_secs(60),
+    );
+    out.insert(
+        "files_500pods".into(),
+        measure::settled_rss_kib(&node)?.into(),
+    );
+    drop(node);
+    supervise::check()?;
+
+    let node = Node::builder().rust_log("info").kube().start();
+    out.insert("kube_idle".into(), measure::settled_rss_kib(&node)?.into());
+    let (nad_objects, pod_objects) = measure::population(nads, pods, node.name());
+    for object in nad_objects.into_iter().chain(pod_objects) {
+        node.cluster().apply(object);
+    }
+    node.wait_for_readyz(
+        &format!("nads={nads} pods={pods}\n"),
+        Duration::from_secs(60),
+    );
+    let loaded = measure::settled_rss_kib(&node)?;
+    out.insert("kube_500pods".into(), loaded.into());
+    progress(&format!(
+        "kube source: {} pods on other nodes",
+        args.other_pods
+    ));
+    for i in 0..args.other_pods {
+        if i % 1000 == 0 {
+            supervise::check()?;
+        }
+        let namespace = format!("team-{}", i % 10);
+        let pod = world::realistic_pod(
+            &namespace,
+            &format!("other-{i}"),
+            &format!("other-node-{}", i % 100),
+            "net-0",
+        );
+        node.cluster().apply(pod);
+    }
+    // The watch would have brought them by now if its selector let them through.
+    std::thread::sleep(Duration::from_secs(2));
+    let after = measure::settled_rss_kib(&node)?;
+    node.wait_for_readyz(
+        &format!("nads={nads} pods={pods}\n"),
+        Duration::from_secs(10),
+    );
+    out.insert("kube_500pods_plus_others".into(), after.into());
+    out.insert(
+        "kube_other_nodes_growth".into(),
+        (after as i64 - loaded as i64).into(),
+    );
+    out.insert("other_pods".into(), args.other_pods.into());
+    Ok(Value::Object(out))
+}
+
+// ---- reporting ----
+
+struct Latency {
+    direct: Summary,
+    plexus: Summary,
+    overhead: Summary,
+    /// Medians of the parts of the overhead: outside plexusd (shim exec, socket, HTTP), plexusd's
+    /// own work (request time minus delegate time), and delegates run by plexusd minus direct.
+    outside: f64,
+    own: f64,
+    exec: f64,
+}
+
+fn split(case: &CaseResult, add: bool) -> Latency {
+    let pick = |s: &measure::Samples| if add { s.add.clone() } else { s.del.clone() };
+    let (direct, plexus, server, delegates) = (
+        pick(&case.direct),
+        pick(&case.plexus),
+        pick(&case.server),
+        pick(&case.server_delegates),
+    );
+    let direct_s = summarize(&direct);
+    let plexus_s = summarize(&plexus);
+    let outside: Vec<f64> = plexus.iter().zip(&server).map(|(p, s)| p - s).collect();
+    let own: Vec<f64> = server.iter().zip(&delegates).map(|(s, d)| s - d).collect();
+    Latency {
+        direct: direct_s,
+        plexus: plexus_s,
+        overhead: plexus_s.minus(&direct_s),
+        outside: summarize(&outside).median,
+        own: summarize(&own).median,
+        exec: summarize(&delegates).median - direct_s.median,
+    }
+}
+
+fn latency_json(cases: &[CaseResult]) -> Value {
+    let mut out = Map::new();
+    for case in cases {
+        let mut entry = Map::new();
+        for (cmd, add) in [("add", true), ("del", false)] {
+            let l = split(case, add);
+            entry.insert(
+                cmd.into(),
+                json!({
+                    "direct": l.direct.json(), "plexus": l.plexus.json(), "overhead": l.overhead.json(),
+                    "overhead_parts_median": {"shim_and_socket": round(l.outside), "plexusd_own": round(l.own), "delegate_exec_vs_direct": round(l.exec)},
+                }),
+            );
+        }
+        out.insert(case.k.to_string(), Value::Object(entry));
+    }
+    Value::Object(out)
+}
+
+fn print_latency(source: &str, reps: usize, cases: &[CaseResult]) {
+    let mut table = Table::new(
+        &format!(
+            "ADD/DEL latency, {source} source, {reps} reps (ms; overhead = Plexus - direct; its parts are medians)"
+        ),
+        &[
+            "networks",
+            "cmd",
+            "direct p50",
+            "p90",
+            "p99",
+            "plexus p50",
+            "p90",
+            "p99",
+            "overhead p50",
+            "p90",
+            "p99",
+            "shim+socket",
+            "plexusd own",
+            "exec diff",
+        ],
+    );
+    for case in cases {
+        for (cmd, add) in [("ADD", true), ("DEL", false)] {
+            let l = split(case, add);
+            table.row(vec![
+                format!("eth0+{}", case.k),
+                cmd.into(),
+                ms(l.direct.median),
+                ms(l.direct.p90),
+                ms(l.direct.p99),
+                ms(l.plexus.median),
+                ms(l.plexus.p90),
+                ms(l.plexus.p99),
+                signed(l.overhead.median),
+                signed(l.overhead.p90),
+                signed(l.overhead.p99),
+                ms(l.outside),
+                ms(l.own),
+                signed(l.exec),
+            ]);
+        }
+    }
+    table.print();
+}
+
+fn median_of(rounds: &[measure::ParallelRound], f: impl Fn(&measure::ParallelRound) -> f64) -> f64 {
+    summarize(&rounds.iter().map(f).collect::<Vec<_>>()).median
+}
+
+fn parallel_json(pods: usize, rounds: &[measure::ParallelRound]) -> Value {
+    let (da, pa) = (
+        median_of(rounds, |r| r.direct_add),
+        median_of(rounds, |r| r.plexus_add),
+    );
+    let (dd, pd) = (
+        median_of(rounds, |r| r.direct_del),
+        median_of(rounds, |r| r.plexus_del),
+    );
+    json!({
+        "pods": pods,
+        "rounds": rounds.len(),
+        "add_wall_ms": {"direct": round(da), "plexus": round(pa)},
+        "del_wall_ms": {"direct": round(dd), "plexus": round(pd)},
+        "add_ratio": round(pa / da),
+        "del_ratio": round(pd / dd),
+        "errors": rounds.iter().map(|r| r.errors).sum::<usize>(),
+    })
+}
+
+fn print_parallel(source: &str, pods: usize, rounds: &[measure::ParallelRound], rss_after: u64) {
+    let j = parallel_json(pods, rounds);
+    let mut table = Table::new(
+        &format!(
+            "Parallel, {source} source: {pods} pods at once, wall time (ms, median of {} rounds)",
+            rounds.len()
+        ),
+        &["cmd", "direct", "plexus", "ratio"],
+    );
+    for (cmd, key, ratio) in [
+        ("ADD", "add_wall_ms", "add_ratio"),
+        ("DEL", "del_wall_ms", "del_ratio"),
+    ] {
+        table.row(vec![
+            cmd.into(),
+            ms(j[key]["direct"].as_f64().unwrap_or(0.0)),
+            ms(j[key]["plexus"].as_f64().unwrap_or(0.0)),
+            format!("{:.3}", j[ratio].as_f64().unwrap_or(0.0)),
+        ]);
+    }
+    table.print();
+    println!(
+        "  errors: {}   plexusd RSS after the latency runs: {rss_after} KiB",
+        j["errors"]
+    );
+}
+
+fn api_json(api: &[(usize, Vec<measure::ApiTraffic>)]) -> Value {
+    let mut out = Map::new();
+    for (k, runs) in api {
+        let n = runs.len().max(1) as f64;
+        let avg =
+            |f: fn(&measure::ApiTraffic) -> u64| round(runs.iter().map(f).sum::<u64>() as f64 / n);
+        let max = |f: fn(&measure::ApiTraffic) -> u64| runs.iter().map(f).max().unwrap_or(0);
+        out.insert(
+            k.to_string(),
+            json!({
+                "runs": runs.len(),
+                "add_reads": avg(|t| t.add_reads), "add_reads_max": max(|t| t.add_reads), "add_writes": avg(|t| t.add_writes),
+                "del_reads": avg(|t| t.del_reads), "del_writes": avg(|t| t.del_writes),
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+fn print_api(api: &[(usize, Vec<measure::ApiTraffic>)]) {
+    let j = api_json(api);
+    let mut table = Table::new(
+        "API requests per warm ADD and DEL, kube source (test API server counters; watches not counted)",
+        &[
+            "networks",
+            "ADD reads",
+            "ADD writes",
+            "DEL reads",
+            "DEL writes",
+        ],
+    );
+    for (k, _) in api {
+        let e = &j[k.to_string()];
+        table.row(vec![
+            format!("eth0+{k}"),
+            e["add_reads"].to_string(),
+            e["add_writes"].to_string(),
+            e["del_reads"].to_string(),
+            e["del_writes"].to_string(),
+        ]);
+    }
+    table.print();
+    println!("  writes: the network-status patch and one event per interface, in the background");
+}
+
+fn shim_json(s: &measure::ShimResult, size: u64) -> Value {
+    let m = |v: &[f64]| summarize(v).json();
+    json!({
+        "runs": s.version.len(),
+        "exec_floor_bin_true_ms": m(&s.exec_floor),
+        "version_ms": m(&s.version),
+        "noop_add_direct_ms": m(&s.noop_add_direct),
+        "noop_add_plexus_ms": m(&s.noop_add_plexus),
+        "noop_del_direct_ms": m(&s.noop_del_direct),
+        "noop_del_plexus_ms": m(&s.noop_del_plexus),
+        "size_bytes": size,
+    })
+}
+
+fn print_shim(s: &measure::ShimResult, size: u64) {
+    let mut table = Table::new(
+        &format!("Shim, exec'd cold each time ({} runs, ms)", s.version.len()),
+        &["what", "p50", "p90", "p99"],
+    );
+    for (what, samples) in [
+        ("/bin/true (exec floor)", &s.exec_floor),
+        ("plexus VERSION", &s.version),
+        ("no-op plugin ADD, direct", &s.noop_add_direct),
+        ("no-op ADD through plexus", &s.noop_add_plexus),
+        ("no-op plugin DEL, direct", &s.noop_del_direct),
+        ("no-op DEL through plexus", &s.noop_del_plexus),
+    ] {
+        let x = summarize(samples);
+        table.row(vec![what.into(), ms(x.median), ms(x.p90), ms(x.p99)]);
+    }
+    table.print();
+    println!(
+        "  stripped shim: {size} bytes ({:.0} KiB)",
+        size as f64 / 1024.0
+    );
+}
+
+fn print_memory(m: &Value) {
+    let mut table = Table::new("plexusd RSS (VmRSS, KiB)", &["state", "files", "kube"]);
+    let v = |k: &str| m[k].to_string();
+    table.row(vec!["idle".into(), v("files_idle"), v("kube_idle")]);
+    table.row(vec![
+        "500 pods on this node, 100 NADs".into(),
+        v("files_500pods"),
+        v("kube_500pods"),
+    ]);
+    table.row(vec![
+        format!("+ {} pods on other nodes", m["other_pods"]),
+        "-".into(),
+        v("kube_500pods_plus_others"),
+    ]);
+    table.row(vec![
+        "growth from other nodes' pods".into(),
+        "-".into(),
+        v("kube_other_nodes_growth"),
+    ]);
+    table.print();
+}
+
+/// The keys the issue names (those of the parts that ran). Where both sources ran, the worse
+/// one counts.
+fn headline(
+    report: &mut Map<String, Value>,
+    sources: &Map<String, Value>,
+    shim: &Value,
+    memory: &Value,
+) {
+    let worst = |f: &dyn Fn(&Value) -> Option<f64>| {
+        sources.values().filter_map(f).reduce(f64::max).map(round)
+    };
+    let mut put = |key: &str, value: Option<Value>| {
+        if let Some(value) = value.filter(|v| !v.is_null()) {
+            report.insert(key.into(), value);
+        }
+    };
+    for (key, cmd) in [
+        ("add_overhead_ms_median", "add"),
+        ("del_overhead_ms_median", "del"),
+    ] {
+        let per_k: Map<String, Value> = world::CASES
+            .iter()
+            .filter_map(|k| {
+                let k = k.to_string();
+                worst(&|s| s["latency_ms"][&k][cmd]["overhead"]["median"].as_f64())
+                    .map(|v| (k, v.into()))
+            })
+            .collect();
+        put(key, (!per_k.is_empty()).then_some(Value::Object(per_k)));
+    }
+    put(
+        "shim_version_ms_median",
+        Some(shim["version_ms"]["median"].clone()),
+    );
+    let noop = shim["noop_add_plexus_ms"]["median"]
+        .as_f64()
+        .zip(shim["noop_add_direct_ms"]["median"].as_f64());
+    put(
+        "shim_noop_add_overhead_ms_median",
+        noop.map(|(p, d)| round(p - d).into()),
+    );
+    put("shim_size_bytes", Some(shim["size_bytes"].clone()));
+    let max = |a: &str, b: &str| {
+        memory[a]
+            .as_u64()
+            .zip(memory[b].as_u64())
+            .map(|(a, b)| a.max(b))
+    };
+    put(
+        "rss_idle_kib",
+        max("files_idle", "kube_idle").map(Value::from),
+    );
+    put(
+        "rss_500pods_kib",
+        max("files_500pods", "kube_500pods").map(Value::from),
+    );
+    put(
+        "rss_other_nodes_growth_kib",
+        Some(memory["kube_other_nodes_growth"].clone()),
+    );
+    put(
+        "parallel50_ratio",
+        worst(&|s| s["parallel"]["add_ratio"].as_f64()).map(Value::from),
+    );
+    put(
+        "parallel50_del_ratio",
+        worst(&|s| s["parallel"]["del_ratio"].as_f64()).map(Value::from),
+    );
+    put(
+        "parallel50_errors",
+        (!sources.is_empty()).then(|| {
+            sources
+                .values()
+                .map(|s| s["parallel"]["errors"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+                .into()
+        }),
+    );
+    if let Some(api) = sources.get("kube").map(|k| &k["api_per_warm_add"]) {
+        let reads = world::CASES
+            .iter()
+            .map(|k| {
+                api[k.to_string()]["add_reads_max"]
+                    .as_u64()
+                    .unwrap_or(u64::MAX)
+            })
+            .max();
+        put("warm_add_api_reads", reads.map(Value::from));
+        let writes: Map<String, Value> = world::CASES
+            .iter()
+            .map(|k| (k.to_string(), api[k.to_string()]["add_writes"].clone()))
+            .collect();
+        put("warm_add_api_writes", Some(Value::Object(writes)));
+    }
+}
+
+/// Each target of the issue whose number was measured, and whether it is met.
+fn targets(report: &Map<String, Value>) -> Value {
+    let mut out = Vec::new();
+    let mut add = |name: String, value: Option<f64>, target: &str, met: fn(f64) -> bool| {
+        if let Some(value) = value {
+            out.push(json!({"name": name, "value": value, "target": target, "met": met(value)}));
+        }
+    };
+    let f = |key: &str| report.get(key).and_then(Value::as_f64);
+    for (key, cmd) in [
+        ("add_overhead_ms_median", "ADD"),
+        ("del_overhead_ms_median", "DEL"),
+    ] {
+        for k in world::CASES {
+            let value = report.get(key).and_then(|v| v[k.to_string()].as_f64());
+            add(
+                format!("{cmd} overhead, eth0+{k} (median ms)"),
+                value,
+                "<= 1",
+                |v| v <= 1.0,
+            );
+        }
+    }
+    add(
+        "shim VERSION (median ms)".into(),
+        f("shim_version_ms_median"),
+        "<= 1.5",
+        |v| v <= 1.5,
+    );
+    add(
+        "stripped shim (bytes)".into(),
+        f("shim_size_bytes"),
+        "<= 1048576",
+        |v| v <= 1_048_576.0,
+    );
+    add(
+        "plexusd RSS idle (KiB)".into(),
+        f("rss_idle_kib"),
+        "<= 12288",
+        |v| v <= 12_288.0,
+    );
+    add(
+        "plexusd RSS, 500 pods/100 NADs (KiB)".into(),
+        f("rss_500pods_kib"),
+        "<= 16384",
+        |v| v <= 16_384.0,
+    );
+    // A page or two of noise is not growth.
+    add(
+        "RSS growth from other nodes' pods (KiB)".into(),
+        f("rss_other_nodes_growth_kib"),
+        "~0 (<= 64)",
+        |v| v <= 64.0,
+    );
+    let pods = report["sources"]
+        .as_object()
+        .and_then(|s| s.values().next())
+        .map(|s| s["parallel"]["pods"].to_string())
+        .unwrap_or_default();
+    add(
+        format!("{pods} parallel ADDs, Plexus/direct"),
+        f("parallel50_ratio"),
+        "<= 1.2",
+        |v| v <= 1.2,
+    );
+    add(
+        "API reads per warm ADD".into(),
+        f("warm_add_api_reads"),
+        "0",
+        |v| v == 0.0,
+    );
+    Value::Array(out)
+}
+
+fn print_targets(targets: &Value) {
+    let mut table = Table::new(
+        "Targets (issue 6; where both sources ran, the worse counts)",
+        &["target", "value", "wanted", "met"],
+    );
+    for t in targets.as_array().into_iter().flatten() {
+        table.row(vec![
+            t["name"].as_str().unwrap_or_default().into(),
+            match t["value"].as_f64() {
+                Some(v) if v.fract() == 0.0 => format!("{v:.0}"),
+                Some(v) => format!("{v:.3}"),
+                None => t["value"].to_string(),
+            },
+            t["target"].as_str().unwrap_or_default().into(),
+            if t["met"] == true {
+                "yes".into()
+            } else {
+                "NO".into()
+            },
+        ]);
+    }
+    table.print();
+}
