@@ -3,6 +3,8 @@
 
 SHELL := /bin/bash
 CARGO ?= cargo
+# Pods per mode in the CRI part of `make bench`.
+CRI_REPS ?= 30
 # containerd and crun run the CRI tests and bench (integration/src/containerd.rs); protoc builds the
 # CRI client's protos (the k8s-cri crate).
 APT_PACKAGES := containernetworking-plugins iproute2 iputils-ping jq curl containerd crun protobuf-compiler
@@ -54,6 +56,14 @@ test: deps
 bench: deps
 	$(CARGO) build --release --workspace --bins
 	$${CARGO_TARGET_DIR:-target}/release/plexus-bench $(BENCH_ARGS)
+	rm -f target/bench/plexus-cri.json
+	$${CARGO_TARGET_DIR:-target}/release/cri-bench --reps $(CRI_REPS) --json target/bench/plexus-cri.json
+	@# The CRI figures join the main report (issue 8): cri_run_overhead_ms_median and the rest.
+	@if [ -f target/bench/plexus-cri.json ]; then \
+		jq -s '.[0] * {cri_run_overhead_ms_median: .[1].cri_run_overhead_ms_median, cri: .[1]}' \
+			target/bench/plexus-bench.json target/bench/plexus-cri.json > target/bench/plexus-bench.json.tmp && \
+		mv target/bench/plexus-bench.json.tmp target/bench/plexus-bench.json; \
+	fi
 
 lint:
 	$(CARGO) fmt --all --check
