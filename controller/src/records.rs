@@ -70,6 +70,7 @@ pub struct PodRecord {
     pub network_status: Vec<NetworkStatus>,
 }
 
+#[derive(Clone)]
 pub struct RecordStore {
     dir: PathBuf,
 }
@@ -124,11 +125,14 @@ impl RecordStore {
         self.sync_dir()
     }
 
-    /// Removes the record; a record that is already gone is fine (DEL is idempotent).
+    /// Removes the record; a record that is already gone is fine (DEL is idempotent). The
+    /// directory is not fsynced, so DEL does not wait for the disk: should a crash undo the
+    /// removal, the record comes back and the next DEL or GC deletes its attachments again,
+    /// which is harmless, since DEL of what is already gone succeeds.
     pub fn remove(&self, id: &ContainerId) -> Result<(), RecordError> {
         let path = self.path(id);
         match fs::remove_file(&path) {
-            Ok(()) => self.sync_dir(),
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(RecordError::Io { path, source }),
         }

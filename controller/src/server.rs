@@ -248,7 +248,7 @@ async fn network_status(
     let Ok(id) = ContainerId::parse(&container_id) else {
         return (StatusCode::BAD_REQUEST, "invalid container id\n").into_response();
     };
-    match plexus.network_status(&id) {
+    match plexus.network_status(&id).await {
         Ok(Some(status)) => (
             StatusCode::OK,
             [("content-type", "application/json")],

@@ -11,7 +11,7 @@ use crate::attach::{self, AttachError, DetachFailure, Target};
 use crate::cni::{CniError, CniResult, Executor, code};
 use crate::confdir::{self, ConfDirError};
 use crate::config::Config;
-use crate::locks::ContainerLocks;
+use crate::locks::{ContainerGuard, ContainerLocks};
 use crate::names::{ContainerId, IfName, NameError, Namespace, NetworkRef, ObjectName, PodKey};
 use crate::netlink::{self, NetlinkError};
 use crate::records::{Attachment, PodRecord, RecordError, RecordStore};
@@ -155,7 +155,7 @@ pub struct Plexus {
     records: RecordStore,
     locks: ContainerLocks,
     /// GC excludes ADD and DEL (CNI §3 Lifecycle, exception): they hold it shared, GC alone.
-    gc_gate: tokio::sync::RwLock<()>,
+    gc_gate: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Plexus {
@@ -197,8 +197,8 @@ impl Plexus {
     /// also told to the pod: its network-status and an event per interface or failure.
     pub async fn add(&self, request: &CniRequest) -> Result<Vec<u8>> {
         let (id, ifname) = Self::attachment_of(request)?;
-        let _container = self.locks.lock(id).await;
-        let _gc = self.gc_gate.read().await;
+        let container = self.locks.lock(id).await;
+        let gc = Arc::clone(&self.gc_gate).read_owned().await;
         self.clean_leftovers(id, &request.netns).await?;
         let pod_key = request.args.pod().map_err(Error::Request)?;
         let runtime_uid = request.args.get("K8S_POD_UID");
@@ -209,11 +209,34 @@ impl Plexus {
             .await;
         if let Some(key) = &pod_key {
             match &outcome {
-                Ok((_, statuses)) => self.tell_pod_attached(key, uid, statuses),
+                Ok((_, record)) => self.tell_pod_attached(key, uid, &record.network_status),
                 Err(error) => self.tell_pod_failed(key, uid, error),
             }
         }
-        outcome.map(|(reply, _)| reply)
+        let (reply, record) = outcome?;
+        self.save_after_reply(record, container, gc);
+        Ok(reply)
+    }
+
+    /// Writes the record with the results once the reply is on its way. The intent, written
+    /// and fsynced before any delegate ran, already lets DEL and GC undo everything after a
+    /// crash, so the runtime does not wait for a second round of fsyncs; what a crash in between
+    /// loses is only the results, which CHECK and the network-status read-back use. The
+    /// container's lock and the GC gate stay held until the write is done, so every later
+    /// operation on the container (DEL, CHECK, GC, another ADD, the read-back) sees it.
+    fn save_after_reply(
+        &self,
+        record: PodRecord,
+        container: ContainerGuard,
+        gc: tokio::sync::OwnedRwLockReadGuard<()>,
+    ) {
+        let records = self.records.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = records.save(&record) {
+                tracing::error!(container = %record.container_id, %error, "the ADD's results were not recorded; DEL and GC still work from its intent");
+            }
+            drop((container, gc));
+        });
     }
 
     async fn attach_pod(
@@ -223,7 +246,7 @@ impl Plexus {
         ifname: &IfName,
         pod_key: Option<&PodKey>,
         pod: Option<&PodInfo>,
-    ) -> Result<(Vec<u8>, Vec<NetworkStatus>)> {
+    ) -> Result<(Vec<u8>, PodRecord)> {
         let delegates = self.resolve(request, ifname, pod_key, pod).await?;
         let mut record = PodRecord {
             container_id: id.clone(),
@@ -256,9 +279,8 @@ impl Plexus {
         for (attachment, result) in record.attachments.iter_mut().zip(results) {
             attachment.result = Some(result);
         }
-        record.network_status = statuses.clone();
-        self.records.save(&record)?;
-        Ok((reply, statuses))
+        record.network_status = statuses;
+        Ok((reply, record))
     }
 
     fn tell_pod_attached(&self, pod: &PodKey, uid: Option<&str>, statuses: &[NetworkStatus]) {
@@ -775,8 +797,10 @@ impl Plexus {
         self.records.count()
     }
 
-    /// The network-status entries recorded for a container.
-    pub fn network_status(&self, id: &ContainerId) -> Result<Option<Vec<NetworkStatus>>> {
+    /// The network-status entries recorded for a container (after the operation on it that
+    /// is under way, if any, has finished writing its record).
+    pub async fn network_status(&self, id: &ContainerId) -> Result<Option<Vec<NetworkStatus>>> {
+        let _container = self.locks.lock(id).await;
         Ok(self.records.load(id)?.map(|r| r.network_status))
     }
 }

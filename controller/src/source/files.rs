@@ -10,8 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Pod;
-use plexus_crds::NetworkAttachmentDefinition;
+use plexus_crds::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 use serde::Deserialize;
 
 use super::{PodInfo, Readiness, Source, SourceError};
@@ -159,23 +158,46 @@ fn manifest_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// Enough of any object to tell what it is.
+/// What plexusd reads of a manifest: its kind, identity and annotations, and a NAD's config.
+/// The rest (a pod's spec and status, managed fields, labels) is skipped while parsing rather
+/// than built and thrown away, so a directory of full pod manifests costs little memory.
 #[derive(Deserialize)]
-struct TypeMeta {
+struct Document {
     #[serde(default)]
     kind: String,
+    #[serde(default)]
+    metadata: Metadata,
+    #[serde(default)]
+    spec: Option<Spec>,
+}
+
+#[derive(Deserialize, Default)]
+struct Metadata {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    annotations: Option<BTreeMap<String, String>>,
+}
+
+/// A NAD's spec; of a pod's, nothing is kept.
+#[derive(Deserialize, Default)]
+struct Spec {
+    #[serde(default)]
+    config: Option<String>,
 }
 
 fn read_file(path: &Path, catalog: &mut Catalog) -> Result<(), String> {
     let text = std::fs::read_to_string(path).map_err(|e| e.to_string())?;
     // Parse the whole file before adding anything, so a broken file adds nothing.
-    let documents: Vec<serde_json::Value> =
+    let documents: Vec<Option<Document>> =
         serde_saphyr::from_multiple(&text).map_err(|e| e.to_string())?;
     let mut objects = Vec::new();
     for (index, document) in documents.into_iter().enumerate() {
-        if document.is_null() {
-            continue;
-        }
+        let Some(document) = document else { continue };
         let object = parse_object(document).map_err(|e| format!("document {}: {e}", index + 1))?;
         objects.extend(object);
     }
@@ -197,39 +219,32 @@ enum Object {
     Pod(PodInfo),
 }
 
-fn parse_object(mut document: serde_json::Value) -> Result<Option<Object>, String> {
-    let TypeMeta { kind } = serde_json::from_value(document.clone()).map_err(|e| e.to_string())?;
+fn parse_object(document: Document) -> Result<Option<Object>, String> {
+    let Document {
+        kind,
+        metadata,
+        spec,
+    } = document;
     match kind.as_str() {
         "NetworkAttachmentDefinition" => {
+            let key = object_key(metadata.namespace.as_deref(), metadata.name.as_deref())?;
             // A NAD may come without a spec at all (NPWG §3.2); it means an empty one.
-            if let Some(object) = document.as_object_mut() {
-                object
-                    .entry("spec")
-                    .or_insert_with(|| serde_json::json!({}));
-            }
-            let nad: NetworkAttachmentDefinition = serde_json::from_value(document)
-                .map_err(|e| format!("NetworkAttachmentDefinition: {e}"))?;
-            let key = object_key(
-                nad.metadata.namespace.as_deref(),
-                nad.metadata.name.as_deref(),
-            )?;
+            let spec = NetworkAttachmentDefinitionSpec {
+                config: spec.and_then(|s| s.config),
+            };
+            let mut nad = NetworkAttachmentDefinition::new(key.1.as_str(), spec);
+            nad.metadata.namespace = Some(key.0.as_str().to_owned());
+            nad.metadata.uid = metadata.uid;
+            nad.metadata.annotations = metadata.annotations;
             Ok(Some(Object::Nad(key, Box::new(nad))))
         }
         "Pod" => {
-            let pod: Pod = serde_json::from_value(document).map_err(|e| format!("Pod: {e}"))?;
-            let (namespace, name) = object_key(
-                pod.metadata.namespace.as_deref(),
-                pod.metadata.name.as_deref(),
-            )?;
+            let (namespace, name) =
+                object_key(metadata.namespace.as_deref(), metadata.name.as_deref())?;
             Ok(Some(Object::Pod(PodInfo {
                 key: PodKey { namespace, name },
-                uid: pod.metadata.uid,
-                annotations: pod
-                    .metadata
-                    .annotations
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect::<BTreeMap<_, _>>(),
+                uid: metadata.uid,
+                annotations: metadata.annotations.unwrap_or_default(),
             })))
         }
         other => {
@@ -333,6 +348,61 @@ metadata: {name: ignored}
             source.readiness().problems.is_empty(),
             "{:?}",
             source.readiness().problems
+        );
+    }
+
+    #[tokio::test]
+    async fn of_a_full_pod_only_identity_and_annotations_are_kept() {
+        // As `kubectl get pod -o yaml` prints it: spec, status and managed fields are skipped.
+        let pod = r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: web-7d9f8b6c5d-x2x9z
+  namespace: tenant
+  uid: 6f1c
+  labels: {app: web}
+  annotations: {k8s.v1.cni.cncf.io/networks: "a,b"}
+  ownerReferences: [{apiVersion: apps/v1, kind: ReplicaSet, name: web, uid: r1, controller: true}]
+  managedFields: [{manager: kubelet, fieldsType: FieldsV1, fieldsV1: {f:status: {f:podIP: {}}}}]
+spec:
+  nodeName: node-1
+  containers: [{name: app, image: web, ports: [{containerPort: 8080}], resources: {limits: {memory: 1Gi}}}]
+status:
+  phase: Running
+  podIPs: [{ip: 10.0.0.7}]
+---
+apiVersion: k8s.cni.cncf.io/v1
+kind: NetworkAttachmentDefinition
+metadata: {name: a, namespace: tenant}
+spec:
+  config: '{"cniVersion":"1.0.0","type":"bridge"}'
+"#;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pod.yaml"), pod).unwrap();
+        let source = FilesSource::load(dir.path());
+        assert!(
+            source.readiness().problems.is_empty(),
+            "{:?}",
+            source.readiness().problems
+        );
+        let (namespace, name) = key("tenant", "web-7d9f8b6c5d-x2x9z");
+        let pod = source
+            .pod(&PodKey { namespace, name }, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(pod.uid.as_deref(), Some("6f1c"));
+        assert_eq!(
+            pod.annotations,
+            BTreeMap::from([("k8s.v1.cni.cncf.io/networks".to_owned(), "a,b".to_owned())])
+        );
+        let (ns, name) = key("tenant", "a");
+        let nad = source.nad(&ns, &name).await.unwrap().unwrap();
+        assert_eq!(nad.metadata.namespace.as_deref(), Some("tenant"));
+        assert_eq!(
+            nad.inline_config(),
+            Some(r#"{"cniVersion":"1.0.0","type":"bridge"}"#)
         );
     }
 

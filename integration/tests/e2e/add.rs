@@ -157,6 +157,8 @@ fn a_0_3_1_delegate_result_is_converted_to_the_runtimes_version() {
             .iter()
             .all(|ip| ip.get("version").is_none())
     );
+    // The results are recorded just after the reply; the read-back waits for that.
+    node.network_status(&web);
     let record: serde_json::Value = serde_json::from_slice(
         &std::fs::read(
             node.records_dir()

@@ -130,6 +130,8 @@ fn a_crash_after_the_intent_was_written_is_cleaned_by_del() {
     let web = Pod::new("tenant", "web");
     let mut node = node_with_data_network(&[&web]);
     node.add(&web).result();
+    // The results are recorded just after the reply; the read-back waits for that.
+    node.network_status(&web);
     // Simulate a crash between the intent and the result: results gone from the record.
     let path = node
         .records_dir()
