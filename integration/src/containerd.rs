@@ -769,18 +769,8 @@ exec nsenter --net={netns} containerd --config {d}/config.toml
     /// as a containerd upgrade or crash does.
     pub fn stop_containerd(&mut self) {
         self.client = None;
-        if let Some(mut child) = self.child.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            crate::stop(child, Duration::from_secs(10));
         }
     }
 
@@ -951,33 +941,10 @@ pub fn is_netns(path: &str) -> bool {
 /// The interfaces in the network namespace at `path` besides loopback (`nsenter --net=PATH ip
 /// -j addr`), with their addresses in CIDR form.
 pub fn links_in(path: &str) -> Vec<Link> {
-    let out = run(
+    crate::pod::parse_links(&run(
         "nsenter",
         &[&format!("--net={path}"), "ip", "-j", "addr", "show"],
-    );
-    let json: Value = serde_json::from_str(&out).expect("ip -j addr");
-    json.as_array()
-        .into_iter()
-        .flatten()
-        .filter(|l| l["ifname"] != "lo")
-        .map(|l| Link {
-            name: l["ifname"].as_str().unwrap_or_default().to_owned(),
-            mac: l["address"].as_str().unwrap_or_default().to_owned(),
-            addresses: l["addr_info"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter(|a| a["scope"] != "link")
-                .map(|a| {
-                    format!(
-                        "{}/{}",
-                        a["local"].as_str().unwrap_or_default(),
-                        a["prefixlen"]
-                    )
-                })
-                .collect(),
-        })
-        .collect()
+    ))
 }
 
 const PAUSE_C: &str = r#"#include <signal.h>

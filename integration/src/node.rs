@@ -367,18 +367,8 @@ impl Node {
 
     /// Stops plexusd (SIGTERM, then SIGKILL), by its PID.
     pub fn stop_plexusd(&mut self) {
-        if let Some(mut child) = self.plexusd.take() {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.plexusd.take() {
+            crate::stop(child, Duration::from_secs(5));
         }
     }
 

@@ -56,30 +56,7 @@ impl Pod {
 
     /// The interfaces in the pod besides loopback, with their addresses in CIDR form.
     pub fn links(&self) -> Vec<Link> {
-        let json: Value =
-            serde_json::from_str(&self.netns.ip(&["-j", "addr", "show"])).expect("ip -j addr");
-        json.as_array()
-            .into_iter()
-            .flatten()
-            .filter(|l| l["ifname"] != "lo")
-            .map(|l| Link {
-                name: l["ifname"].as_str().unwrap_or_default().to_owned(),
-                mac: l["address"].as_str().unwrap_or_default().to_owned(),
-                addresses: l["addr_info"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|a| a["scope"] != "link")
-                    .map(|a| {
-                        format!(
-                            "{}/{}",
-                            a["local"].as_str().unwrap_or_default(),
-                            a["prefixlen"]
-                        )
-                    })
-                    .collect(),
-            })
-            .collect()
+        parse_links(&self.netns.ip(&["-j", "addr", "show"]))
     }
 
     pub fn link(&self, name: &str) -> Option<Link> {
@@ -104,4 +81,31 @@ impl Pod {
         self.netns
             .exec_ok(&["ping", "-c", "1", "-W", "2", "-I", ifname, address])
     }
+}
+
+/// The interfaces besides loopback in `ip -j addr` output, with their addresses in CIDR form.
+pub fn parse_links(ip_json: &str) -> Vec<Link> {
+    let json: Value = serde_json::from_str(ip_json).expect("ip -j addr");
+    json.as_array()
+        .into_iter()
+        .flatten()
+        .filter(|l| l["ifname"] != "lo")
+        .map(|l| Link {
+            name: l["ifname"].as_str().unwrap_or_default().to_owned(),
+            mac: l["address"].as_str().unwrap_or_default().to_owned(),
+            addresses: l["addr_info"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|a| a["scope"] != "link")
+                .map(|a| {
+                    format!(
+                        "{}/{}",
+                        a["local"].as_str().unwrap_or_default(),
+                        a["prefixlen"]
+                    )
+                })
+                .collect(),
+        })
+        .collect()
 }
