@@ -117,16 +117,9 @@ impl Sandbox {
     /// The Pod manifest for plexusd's `files` source: the same namespace, name, uid and
     /// annotations (in a cluster they come from the API server).
     pub fn manifest(&self) -> String {
-        json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {
-                "name": self.name, "namespace": self.namespace, "uid": self.uid,
-                "annotations": self.annotations,
-            },
-            "spec": {"containers": [{"name": "app", "image": "app"}]}
-        })
-        .to_string()
+        let annotations = serde_json::to_value(&self.annotations).unwrap_or_default();
+        crate::pod::pod_object(&self.namespace, &self.name, &self.uid, annotations, None)
+            .to_string()
     }
 
     fn config(&self) -> PodSandboxConfig {

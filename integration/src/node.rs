@@ -238,12 +238,14 @@ impl Node {
     /// Creates or replaces the pod in the API server, scheduled on `node`; the pod takes the
     /// uid the API server holds.
     pub fn apply_pod_on(&self, pod: &Pod, annotations: Value, node: &str) {
-        let stored = self.cluster().apply(json!({
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid(), "annotations": annotations},
-            "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app"}]}
-        }));
+        let object = crate::pod::pod_object(
+            &pod.namespace,
+            &pod.name,
+            &pod.uid(),
+            annotations,
+            Some(node),
+        );
+        let stored = self.cluster().apply(object);
         if let Some(uid) = stored["metadata"]["uid"].as_str() {
             pod.set_uid(uid);
         }
@@ -508,6 +510,21 @@ impl Node {
             .collect();
         found.sort();
         found
+    }
+
+    /// Asserts that no pod left anything on the node: no veth, no IP, no record.
+    pub fn assert_clean(&self) {
+        assert!(self.veths().is_empty(), "veths left: {:?}", self.veths());
+        assert!(
+            self.ipam_allocations().is_empty(),
+            "IPs left: {:?}",
+            self.ipam_allocations()
+        );
+        assert!(
+            self.records().is_empty(),
+            "records left: {:?}",
+            self.records()
+        );
     }
 
     /// Host-side veth interfaces in the node (what bridge and ptp plugins leave per pod).

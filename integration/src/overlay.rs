@@ -230,16 +230,7 @@ pub fn flannel2_nad() -> Value {
 
 /// A pod manifest with the networks annotation (JSON is YAML).
 pub fn pod_manifest(pod: &Pod, networks: &str) -> String {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": pod.name, "namespace": pod.namespace, "uid": pod.uid(),
-            "annotations": {"k8s.v1.cni.cncf.io/networks": networks}
-        },
-        "spec": {"containers": [{"name": "app", "image": "app"}]}
-    })
-    .to_string()
+    pod.manifest(networks)
 }
 
 pub struct WorldBuilder {

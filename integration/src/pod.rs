@@ -54,6 +54,12 @@ impl Pod {
         )
     }
 
+    /// The pod as the manifest a user would apply, with its networks annotation.
+    pub fn manifest(&self, networks: &str) -> String {
+        let annotations = serde_json::json!({ "k8s.v1.cni.cncf.io/networks": networks });
+        pod_object(&self.namespace, &self.name, &self.uid(), annotations, None).to_string()
+    }
+
     /// The interfaces in the pod besides loopback, with their addresses in CIDR form.
     pub fn links(&self) -> Vec<Link> {
         parse_links(&self.netns.ip(&["-j", "addr", "show"]))
@@ -108,4 +114,24 @@ pub fn parse_links(ip_json: &str) -> Vec<Link> {
                 .collect(),
         })
         .collect()
+}
+
+/// A Pod object (JSON is YAML), scheduled on `node` when one is named.
+pub fn pod_object(
+    namespace: &str,
+    name: &str,
+    uid: &str,
+    annotations: Value,
+    node: Option<&str>,
+) -> Value {
+    let mut spec = serde_json::json!({"containers": [{"name": "app", "image": "app"}]});
+    if let Some(node) = node {
+        spec["nodeName"] = node.into();
+    }
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "uid": uid, "annotations": annotations},
+        "spec": spec
+    })
 }

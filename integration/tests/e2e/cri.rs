@@ -68,19 +68,18 @@ fn link_names_in(status: &SandboxStatus) -> Vec<String> {
     names
 }
 
+/// NAD `tenant/blue`: a bridge network the CRI cases share.
+fn blue_nad() -> String {
+    nad(
+        "tenant",
+        "blue",
+        &bridge("blue", "br-blue", "198.18.40.0/24"),
+    )
+}
+
 /// Nothing of a pod is left on the node: no veth, no IP, no record, no CNI result cache.
 fn assert_node_clean(node: &Node, runtime: &Containerd) {
-    assert!(node.veths().is_empty(), "veths left: {:?}", node.veths());
-    assert!(
-        node.ipam_allocations().is_empty(),
-        "IPs left: {:?}",
-        node.ipam_allocations()
-    );
-    assert!(
-        node.records().is_empty(),
-        "records left: {:?}",
-        node.records()
-    );
+    node.assert_clean();
     assert!(
         runtime.cached_results().is_empty(),
         "libcni results left: {:?}",
@@ -107,14 +106,7 @@ fn requests(node: &Node, command: &str, result: &str) -> f64 {
 fn node_with_two_secondaries(pod: &Sandbox) -> Node {
     plexus_node()
         .uplink()
-        .manifest(
-            "blue.yaml",
-            &nad(
-                "tenant",
-                "blue",
-                &bridge("blue", "br-blue", "198.18.40.0/24"),
-            ),
-        )
+        .manifest("blue.yaml", &blue_nad())
         .manifest(
             "ext.yaml",
             &nad("tenant", "ext", &macvlan("ext", "198.18.41.0/24")),
@@ -201,14 +193,7 @@ fn two_secondaries_in_the_json_form_are_inside_the_sandbox() {
     ext["capabilities"] = json!({"ips": true});
     let node = plexus_node()
         .uplink()
-        .manifest(
-            "blue.yaml",
-            &nad(
-                "tenant",
-                "blue",
-                &bridge("blue", "br-blue", "198.18.40.0/24"),
-            ),
-        )
+        .manifest("blue.yaml", &blue_nad())
         .manifest("ext.yaml", &nad("tenant", "ext", &ext))
         .manifest("pod.yaml", &web.manifest())
         .start();
@@ -230,14 +215,7 @@ fn a_failing_secondary_fails_run_pod_sandbox_and_leaves_nothing() {
     let mut broken = macvlan("broken", "198.18.42.0/24");
     broken["master"] = json!("no-such-if");
     let node = plexus_node()
-        .manifest(
-            "blue.yaml",
-            &nad(
-                "tenant",
-                "blue",
-                &bridge("blue", "br-blue", "198.18.40.0/24"),
-            ),
-        )
+        .manifest("blue.yaml", &blue_nad())
         .manifest("broken.yaml", &nad("tenant", "broken", &broken))
         .manifest("pod.yaml", &web.manifest())
         .start();

@@ -12,17 +12,7 @@ fn assert_nothing_left(node: &Node, web: &Pod) {
         "interfaces left: {:?}",
         web.link_names()
     );
-    assert!(
-        node.ipam_allocations().is_empty(),
-        "IPs left: {:?}",
-        node.ipam_allocations()
-    );
-    assert!(
-        node.records().is_empty(),
-        "records left: {:?}",
-        node.records()
-    );
-    assert!(node.veths().is_empty(), "veths left: {:?}", node.veths());
+    node.assert_clean();
 }
 
 #[test]

@@ -26,16 +26,7 @@ pub fn nad_without_config(namespace: &str, name: &str) -> String {
 
 /// A Pod manifest carrying the networks annotation.
 pub fn pod(pod: &plexus_integration::Pod, networks: &str) -> String {
-    json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": pod.name, "namespace": pod.namespace, "uid": pod.uid(),
-            "annotations": {"k8s.v1.cni.cncf.io/networks": networks}
-        },
-        "spec": {"containers": [{"name": "app", "image": "app"}]}
-    })
-    .to_string()
+    pod.manifest(networks)
 }
 
 /// A bridge network with host-local IPAM in the node's IPAM dir.
