@@ -1,0 +1,292 @@
+//! ADD: resolve, record the intent, attach, route, report, and tell the pod.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{Error, Plexus, Result};
+use crate::attach::{self, AttachError, Target};
+use crate::cni::{CniError, CniResult, code};
+use crate::locks::ContainerGuard;
+use crate::names::{ContainerId, IfName, PodKey};
+use crate::netlink;
+use crate::records::{Attachment, PodRecord};
+use crate::request::CniRequest;
+use crate::resolve::Delegate;
+use crate::source::{PodEvent, PodInfo};
+use crate::status::{self, NetworkStatus};
+
+impl Plexus {
+    /// ADD: attaches every network and returns the result for the runtime. What happened is
+    /// also told to the pod: its network-status and an event per interface or failure.
+    pub async fn add(&self, request: &CniRequest) -> Result<Vec<u8>> {
+        let (id, ifname) = Self::attachment_of(request)?;
+        let container = self.locks.lock(id).await;
+        let gc = Arc::clone(&self.gc_gate).read_owned().await;
+        self.clean_leftovers(id, &request.netns).await?;
+        let pod_key = request.args.pod().map_err(Error::Request)?;
+        let runtime_uid = request.args.get("K8S_POD_UID");
+        let pod = self.pod_info(pod_key.as_ref(), runtime_uid).await?;
+        let uid = runtime_uid.or_else(|| pod.as_ref().and_then(|p| p.uid.as_deref()));
+        let outcome = self
+            .attach_pod(request, id, ifname, pod_key.as_ref(), pod.as_deref())
+            .await;
+        if let Some(key) = &pod_key {
+            match &outcome {
+                Ok((_, record)) => self.tell_pod_attached(key, uid, &record.network_status),
+                Err(error) => self.tell_pod_failed(key, uid, error),
+            }
+        }
+        let (reply, record) = outcome?;
+        self.save_after_reply(record, container, gc);
+        Ok(reply)
+    }
+
+    /// Writes the record with the results once the reply is on its way. The intent, written
+    /// and fsynced before any delegate ran, already lets DEL and GC undo everything after a
+    /// crash, so the runtime does not wait for a second round of fsyncs; what a crash in between
+    /// loses is only the results, which CHECK and the network-status read-back use. The
+    /// container's lock and the GC gate stay held until the write is done, so every later
+    /// operation on the container (DEL, CHECK, GC, another ADD, the read-back) sees it.
+    fn save_after_reply(
+        &self,
+        record: PodRecord,
+        container: ContainerGuard,
+        gc: tokio::sync::OwnedRwLockReadGuard<()>,
+    ) {
+        let records = self.records.clone();
+        tokio::task::spawn_blocking(move || {
+            if let Err(error) = records.save(&record) {
+                tracing::error!(container = %record.container_id, %error, "the ADD's results were not recorded; DEL and GC still work from its intent");
+            }
+            drop((container, gc));
+        });
+    }
+
+    async fn attach_pod(
+        &self,
+        request: &CniRequest,
+        id: &ContainerId,
+        ifname: &IfName,
+        pod_key: Option<&PodKey>,
+        pod: Option<&PodInfo>,
+    ) -> Result<(Vec<u8>, PodRecord)> {
+        let delegates = self.resolve(request, ifname, pod_key, pod).await?;
+        let mut record = PodRecord {
+            container_id: id.clone(),
+            ifname: ifname.clone(),
+            netns: request.netns.clone(),
+            pod: pod_key.cloned(),
+            runtime_version: request.conf.cni_version,
+            attachments: delegates
+                .iter()
+                .cloned()
+                .map(Attachment::intended)
+                .collect(),
+            network_status: Vec::new(),
+        };
+        // The intent covers every delegate before any runs: after a crash, DEL undoes them all,
+        // and DEL of a delegate that never ran is harmless.
+        self.records.save(&record)?;
+        let target = Target {
+            container_id: id.as_str(),
+            netns: &request.netns,
+        };
+        let results = match self.attach_and_route(&delegates, target).await {
+            Ok(results) => results,
+            Err((error, leftovers)) => {
+                self.keep_only(record, leftovers)?;
+                return Err(error);
+            }
+        };
+        let (reply, statuses) = self.report(request, &delegates, &results)?;
+        for (attachment, result) in record.attachments.iter_mut().zip(results) {
+            attachment.result = Some(result);
+        }
+        record.network_status = statuses;
+        Ok((reply, record))
+    }
+
+    fn tell_pod_attached(&self, pod: &PodKey, uid: Option<&str>, statuses: &[NetworkStatus]) {
+        Arc::clone(&self.source).publish_status(pod, uid, statuses);
+        for status in statuses {
+            let message = format!(
+                "Add {} [{}] from {}",
+                status.interface.as_deref().unwrap_or("-"),
+                status.ips.join(","),
+                status.name
+            );
+            let event = PodEvent {
+                warning: false,
+                reason: "AddedInterface",
+                action: "Attach",
+                message,
+            };
+            Arc::clone(&self.source).publish_event(pod, uid, event);
+        }
+    }
+
+    fn tell_pod_failed(&self, pod: &PodKey, uid: Option<&str>, error: &Error) {
+        let message = error.to_string();
+        let event = PodEvent {
+            warning: true,
+            reason: "NetworkAttachFailed",
+            action: "Attach",
+            message,
+        };
+        Arc::clone(&self.source).publish_event(pod, uid, event);
+    }
+
+    /// A record left by an ADD that crashed or was retried without DEL: undo it first, so the
+    /// new ADD starts clean and nothing of the old one leaks.
+    async fn clean_leftovers(&self, id: &ContainerId, netns: &str) -> Result<()> {
+        if let Some(stale) = self.records.load(id)? {
+            tracing::warn!(container = %id, "ADD for a container that has a record; deleting the old attachments first");
+            self.detach_record(stale, netns).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs the delegates and moves the default route. On failure everything is rolled back,
+    /// and what the rollback could not remove comes back with the error.
+    async fn attach_and_route(
+        &self,
+        delegates: &[Delegate],
+        target: Target<'_>,
+    ) -> Result<Vec<Value>, (Error, Vec<Attachment>)> {
+        let exec = self.executor.as_ref();
+        let results = attach::attach_all(exec, delegates, target)
+            .await
+            .map_err(|failure| (Error::Attach(failure.error), failure.leftovers))?;
+        if let Err(error) = self
+            .move_default_route(delegates, &results, target.netns)
+            .await
+        {
+            let done = delegates
+                .iter()
+                .cloned()
+                .zip(results)
+                .map(|(d, r)| Attachment::added(d, r));
+            let leftovers = attach::rollback(exec, done.collect(), target).await;
+            return Err((error, leftovers));
+        }
+        Ok(results)
+    }
+
+    /// After a failed ADD: the record keeps only what the rollback could not remove, so the
+    /// runtime's DEL retries exactly that; with nothing left, the record goes.
+    fn keep_only(&self, mut record: PodRecord, leftovers: Vec<Attachment>) -> Result<()> {
+        if leftovers.is_empty() {
+            return Ok(self.records.remove(&record.container_id)?);
+        }
+        record.attachments = leftovers;
+        Ok(self.records.save(&record)?)
+    }
+
+    async fn move_default_route(
+        &self,
+        delegates: &[Delegate],
+        results: &[Value],
+        netns: &str,
+    ) -> Result<()> {
+        let Some((delegate, result)) = delegates
+            .iter()
+            .zip(results)
+            .find(|(d, _)| d.default_route.is_some())
+        else {
+            return Ok(());
+        };
+        let mut gateways: Vec<IpAddr> = delegate.default_route.clone().unwrap_or_default();
+        if gateways.is_empty() {
+            // An empty list is not defined by the spec; like Multus, use the result's gateways.
+            gateways = parse_result(delegate, result)?
+                .ips
+                .iter()
+                .filter_map(|ip| ip.gateway)
+                .collect();
+        }
+        if gateways.is_empty() {
+            return Err(Error::NoGateway {
+                network: delegate.network.clone(),
+            });
+        }
+        netlink::move_default_route(netns, delegate.ifname.as_str(), gateways)
+            .await
+            .map_err(|source| Error::DefaultRoute {
+                network: delegate.network.clone(),
+                ifname: delegate.ifname.clone(),
+                source,
+            })
+    }
+
+    /// The runtime's reply and the network-status entries, from the delegates' results.
+    fn report(
+        &self,
+        request: &CniRequest,
+        delegates: &[Delegate],
+        results: &[Value],
+    ) -> Result<(Vec<u8>, Vec<NetworkStatus>)> {
+        let mut parsed = Vec::with_capacity(results.len());
+        let mut statuses = Vec::with_capacity(results.len());
+        for (delegate, result) in delegates.iter().zip(results) {
+            let result = parse_result(delegate, result)?;
+            let moved = delegate
+                .default_route
+                .as_ref()
+                .map(|_| delegate_gateways(delegate, &result));
+            statuses.push(status::status_entry(
+                &delegate.network,
+                delegate.is_default,
+                Some(&result),
+                moved.as_deref(),
+            ));
+            parsed.push(result);
+        }
+        let prev = match &request.conf.prev_result {
+            Some(prev) => Some(
+                CniResult::parse(prev.to_string().as_bytes(), request.conf.cni_version)
+                    .map(|(r, _)| r)
+                    .map_err(|e| {
+                        Error::Request(CniError::new(
+                            code::DECODING_FAILURE,
+                            "cannot decode prevResult",
+                            e.to_string(),
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
+        let moved_gateways: Vec<IpAddr> = statuses
+            .iter()
+            .flat_map(|s| s.default_route.iter().flatten())
+            .filter_map(|gw| gw.parse().ok())
+            .collect();
+        let mut parsed = parsed.into_iter();
+        let cluster = parsed.next().unwrap_or_default();
+        let merged = status::merged_result(prev, cluster, parsed.collect(), &moved_gateways);
+        Ok((merged.to_bytes(request.conf.cni_version), statuses))
+    }
+}
+
+fn parse_result(delegate: &Delegate, result: &Value) -> Result<CniResult> {
+    CniResult::parse(result.to_string().as_bytes(), delegate.version)
+        .map(|(r, _)| r)
+        .map_err(|e| {
+            Error::Attach(AttachError::BadResult {
+                network: delegate.network.clone(),
+                ifname: delegate.ifname.to_string(),
+                command: crate::cni::Command::Add,
+                plugin: "(recorded result)".into(),
+                reason: e.to_string(),
+            })
+        })
+}
+
+/// The gateways a default-route selection ended up with, for network-status.
+fn delegate_gateways(delegate: &Delegate, result: &CniResult) -> Vec<IpAddr> {
+    match delegate.default_route.as_deref() {
+        Some(gateways) if !gateways.is_empty() => gateways.to_vec(),
+        _ => result.ips.iter().filter_map(|ip| ip.gateway).collect(),
+    }
+}
