@@ -186,20 +186,11 @@ pub fn plan(
     pod: &PodContext<'_>,
 ) -> Result<Vec<Delegate>, ResolveError> {
     let mut delegates = Vec::with_capacity(secondaries.len() + 1);
+    let mut interfaces = Interfaces::new(&cluster.label, pod.runtime_ifname);
     delegates.push(cluster_delegate(cluster, pod));
-    for (position, (selection, network)) in secondaries.into_iter().enumerate() {
-        let ifname = selection
-            .interface
-            .clone()
-            .unwrap_or_else(|| IfName::numbered(position + 1));
-        if let Some(other) = delegates.iter().find(|d| d.ifname == ifname) {
-            return Err(ResolveError::DuplicateInterface {
-                network: network.label,
-                ifname,
-                other: other.network.clone(),
-            });
-        }
-        let runtime_config = selection_runtime_config(&selection, &network)?;
+    for (selection, network) in secondaries {
+        let ifname = interfaces.assign(&network.label, selection.interface.as_ref())?;
+        let runtime_config = requested_runtime_config(&selection, &network.label, &network.config)?;
         delegates.push(Delegate {
             cni_args: with_selection_args(pod.cni_args, selection.cni_args.as_ref()),
             network: network.label,
@@ -215,11 +206,48 @@ pub fn plan(
     Ok(delegates)
 }
 
-/// The runtimeConfig a selection asks for. A key the network cannot honour fails the
-/// attachment (NPWG §4.1.2.1.x.2); per-plugin filtering happens when each request is built.
-fn selection_runtime_config(
+/// Hands out the pod's interface names in attachment order: the runtime's for the cluster
+/// network, then each secondary's own or `net<position>` (Multus's numbering, the cluster
+/// network being 0). A name handed out twice is an error naming both networks.
+pub struct Interfaces {
+    taken: Vec<(IfName, String)>,
+}
+
+impl Interfaces {
+    pub fn new(cluster_label: &str, runtime_ifname: &IfName) -> Self {
+        Self {
+            taken: vec![(runtime_ifname.clone(), cluster_label.to_owned())],
+        }
+    }
+
+    /// The next secondary's interface: `wanted`, or `net<position>` without one.
+    pub fn assign(
+        &mut self,
+        network: &str,
+        wanted: Option<&IfName>,
+    ) -> Result<IfName, ResolveError> {
+        let ifname = wanted
+            .cloned()
+            .unwrap_or_else(|| IfName::numbered(self.taken.len()));
+        if let Some((_, other)) = self.taken.iter().find(|(taken, _)| *taken == ifname) {
+            return Err(ResolveError::DuplicateInterface {
+                network: network.to_owned(),
+                ifname,
+                other: other.clone(),
+            });
+        }
+        self.taken.push((ifname.clone(), network.to_owned()));
+        Ok(ifname)
+    }
+}
+
+/// The runtimeConfig a selection asks of network `label`. A key the network cannot honour
+/// fails the attachment (NPWG §4.1.2.1.x.2); per-plugin filtering happens when each request is
+/// built.
+pub fn requested_runtime_config(
     selection: &Selection,
-    network: &Network,
+    label: &str,
+    config: &NetworkConfig,
 ) -> Result<Map<String, Value>, ResolveError> {
     let mut wanted: Vec<(&'static str, &'static str, Value)> = Vec::new();
     if !selection.ips.is_empty() {
@@ -255,9 +283,9 @@ fn selection_runtime_config(
     }
     let mut runtime_config = Map::new();
     for (key, capability, value) in wanted {
-        if !network.config.declares(capability) {
+        if !config.declares(capability) {
             return Err(ResolveError::MissingCapability {
-                network: network.label.clone(),
+                network: label.to_owned(),
                 key,
                 capability,
             });
