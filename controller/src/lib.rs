@@ -4,6 +4,8 @@
 pub mod addr;
 /// A pod's delegates run in order, rolled back, deleted, checked and garbage-collected.
 pub mod attach;
+/// What the admission webhook and `plexusd validate` check in NADs, pods and pod templates.
+pub mod checks;
 /// CNI spec types, version conversion and the delegate executor.
 pub mod cni;
 /// The CNI conf dir: the cluster network and NADs without an inline config.
@@ -44,3 +46,7 @@ pub mod source;
 pub mod status;
 #[cfg(test)]
 pub mod testing;
+/// `plexusd validate`: the admission checks, offline, on manifest files.
+pub mod validate;
+/// `plexusd webhook`: the admission checks as a validating admission webhook.
+pub mod webhook;

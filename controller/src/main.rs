@@ -15,7 +15,7 @@ use plexus_controller::service::Plexus;
 use plexus_controller::source::Source;
 use plexus_controller::source::files::FilesSource;
 use plexus_controller::source::kube::{self, KubeSource};
-use plexus_controller::{conflist, install, probe};
+use plexus_controller::{conflist, install, probe, validate, webhook};
 
 /// The Plexus node controller: attaches pods to the networks their annotations name.
 #[derive(Parser)]
@@ -45,6 +45,12 @@ enum Tool {
         #[arg(long)]
         ready: bool,
     },
+    /// Serves the admission webhook: refuses broken NADs, warns about pods whose network
+    /// annotations would fail (HTTPS; see examples/deploy/webhook/).
+    Webhook(webhook::WebhookArgs),
+    /// Checks NAD and pod manifests (and CNI conf files) offline, as the webhook would; exits
+    /// 1 when anything is invalid.
+    Validate(validate::ValidateArgs),
 }
 
 fn run_tool(tool: Tool) -> ExitCode {
@@ -56,6 +62,8 @@ fn run_tool(tool: Tool) -> ExitCode {
             let path = if ready { "/readyz" } else { "/healthz" };
             probe::probe(&socket, path, Duration::from_secs(3)).map_err(|e| e.to_string())
         }
+        // main runs these itself: they need the config and the runtime.
+        Tool::Webhook(_) | Tool::Validate(_) => Err("not a synchronous tool".into()),
     };
     match outcome {
         Ok(said) => {
@@ -72,15 +80,24 @@ fn run_tool(tool: Tool) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(tool) = args.command {
-        return run_tool(tool);
-    }
-    let config = match Config::load(args.config.as_deref()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("plexusd: {e}");
-            return ExitCode::FAILURE;
+    let config = match args.command {
+        Some(Tool::Webhook(webhook)) => {
+            return match load_config(args.config.as_deref()) {
+                Ok(config) => run_webhook(webhook, config).await,
+                Err(failed) => failed,
+            };
         }
+        Some(Tool::Validate(validate)) => {
+            return match load_config(args.config.as_deref()) {
+                Ok(config) => run_validate(validate, config).await,
+                Err(failed) => failed,
+            };
+        }
+        Some(tool) => return run_tool(tool),
+        None => match load_config(args.config.as_deref()) {
+            Ok(config) => config,
+            Err(failed) => return failed,
+        },
     };
     init_logging(config.log_format);
     match run(config).await {
@@ -141,6 +158,44 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     server::serve(&socket, state, until_stopped()).await?;
     Ok(())
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("plexusd: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+async fn run_webhook(args: webhook::WebhookArgs, config: Config) -> ExitCode {
+    init_logging(config.log_format);
+    match webhook::run(args, config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_validate(args: validate::ValidateArgs, config: Config) -> ExitCode {
+    let rules = match plexus_controller::checks::PodRules::new(config) {
+        Ok(rules) => rules,
+        Err(e) => {
+            eprintln!("plexusd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = validate::validate(&args, &rules, std::io::stdin().lock()).await;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    eprintln!("plexusd validate: {}", report.summary());
+    if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 /// Writes Plexus's conflist once the cluster network's config exists, and keeps it current.
