@@ -12,6 +12,7 @@ pub mod node;
 pub mod overlay;
 pub mod pod;
 pub mod shim;
+pub mod webhook;
 
 pub use netns::Netns;
 pub use node::{Node, NodeBuilder};
