@@ -61,14 +61,14 @@ pub struct WebhookArgs {
     #[arg(
         long,
         env = "PLEXUS_WEBHOOK_CERT",
-        default_value = "/etc/plexus/webhook-tls/tls.crt"
+        default_value = "/etc/plexus-webhook/tls.crt"
     )]
     pub cert: PathBuf,
     /// The certificate's private key (PEM), re-read when it changes.
     #[arg(
         long,
         env = "PLEXUS_WEBHOOK_KEY",
-        default_value = "/etc/plexus/webhook-tls/tls.key"
+        default_value = "/etc/plexus-webhook/tls.key"
     )]
     pub key: PathBuf,
     /// What a problem in a pod's network annotations does: `warn` or `deny`.

@@ -13,4 +13,5 @@ mod kube;
 mod lifecycle;
 mod metrics;
 mod shim;
+mod validate;
 mod webhook;
