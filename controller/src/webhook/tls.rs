@@ -134,6 +134,13 @@ impl Certificates {
         let dirs: BTreeSet<&Path> = [&self.cert, &self.key]
             .into_iter()
             .filter_map(|file| file.parent())
+            .map(|dir| {
+                if dir.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    dir
+                }
+            })
             .collect();
         let mut watches: Vec<DirChanges> = dirs
             .into_iter()

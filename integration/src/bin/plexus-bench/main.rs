@@ -10,7 +10,8 @@
 //!   stripped size;
 //! - plexusd's RSS idle, with 500 pods and 100 NADs, and after 10,000 pods on other nodes;
 //! - 50 pods ADD at once and DEL at once, through Plexus and directly;
-//! - API requests per warm ADD and DEL.
+//! - API requests per warm ADD and DEL;
+//! - the admission webhook's latency per review (NAD and pod), over 1,000 reviews.
 //!
 //! Tables go to stdout, progress to stderr, everything to target/bench/plexus-bench.json.
 
@@ -18,6 +19,7 @@ mod direct;
 mod measure;
 mod stats;
 mod supervise;
+mod webhook;
 mod world;
 
 use std::path::{Path, PathBuf};
@@ -49,8 +51,11 @@ struct Args {
     /// Where the JSON report goes; default target/bench/plexus-bench.json.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Reviews of each kind in the webhook's latency.
+    #[arg(long, default_value_t = 1000)]
+    reviews: usize,
     /// Only these parts (comma-separated), e.g. `--only files` while profiling.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Part::Memory, Part::Files, Part::Kube])]
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Part::Memory, Part::Files, Part::Kube, Part::Webhook])]
     only: Vec<Part>,
 }
 
@@ -62,6 +67,8 @@ enum Part {
     Files,
     /// Latency, parallel runs and API requests with the kube source.
     Kube,
+    /// The admission webhook's latency per review.
+    Webhook,
 }
 
 fn main() -> ExitCode {
@@ -196,6 +203,17 @@ fn run(args: &Args) -> Result<()> {
         }
         per_source.insert(source.into(), Value::Object(section));
     }
+    let webhook = if args.only.contains(&Part::Webhook) {
+        progress(&format!(
+            "admission webhook: {} reviews of each kind",
+            args.reviews
+        ));
+        let result = webhook::measure(args.reviews)?;
+        webhook::print(&result);
+        Some(result)
+    } else {
+        None
+    };
     let shim = match &shim_exec {
         Some(exec) => {
             print_shim(exec, shim_size);
@@ -210,6 +228,17 @@ fn run(args: &Args) -> Result<()> {
     report.insert("shim".into(), shim);
     report.insert("memory_kib".into(), memory.clone());
     report.insert("sources".into(), Value::Object(per_source));
+    if let Some(result) = &webhook {
+        report.insert(
+            "webhook_review_ms_median".into(),
+            stats::round(result.nad.median).into(),
+        );
+        report.insert(
+            "webhook_pod_review_ms_median".into(),
+            stats::round(result.pod.median).into(),
+        );
+        report.insert("webhook".into(), webhook::json(result));
+    }
     print_machine(&report);
     let targets = targets(&report);
     print_targets(&targets);
