@@ -2,28 +2,15 @@
 //! `file:line` lines on stdout, the summary on stderr, and its exit status; and every manifest
 //! (and CNI conf file) in examples/ passes.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use plexus_integration::binaries;
 
 fn validate(args: &[&Path], stdin: &str) -> Output {
-    let mut child = Command::new(binaries::plexusd())
-        .arg("validate")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run plexusd validate");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    child.wait_with_output().expect("plexusd validate")
+    let mut command = Command::new(binaries::plexusd());
+    command.arg("validate").args(args);
+    plexus_integration::run_with_stdin(command, stdin)
 }
 
 fn stdout(output: &Output) -> String {
@@ -144,20 +131,8 @@ fn warnings_fail_only_with_strict() {
         "{}",
         stdout(&output)
     );
-    let strict = Command::new(binaries::plexusd())
-        .args(["validate", "--strict", "/dev/stdin"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(nad.as_bytes())?;
-            child.wait_with_output()
-        })
-        .expect("plexusd validate --strict");
+    let mut command = Command::new(binaries::plexusd());
+    command.args(["validate", "--strict", "-"]);
+    let strict = plexus_integration::run_with_stdin(command, nad);
     assert_eq!(strict.status.code(), Some(1));
 }
