@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::claims::{ClaimCatalog, DeviceAttributes, PodClaim, answers};
 use super::podresources::{PodResources, ResourceDevices};
-use super::{ClaimDevice, Device, DeviceError, DeviceSource};
+use super::{ClaimDevice, Device, DeviceError, DeviceProblem, DeviceSource};
 use crate::names::PodKey;
 use crate::selection::ClaimRequest;
 
@@ -73,13 +73,16 @@ pub async fn assign(
         );
     };
     let Some(key) = pod.pod else {
-        return Err(DeviceError::NoPod {
-            network: looking.network.clone(),
-            resource: looking
-                .resource
-                .clone()
-                .unwrap_or_else(|| "(claim request)".to_owned()),
-        });
+        return Err(DeviceError::new(
+            "(unnamed)",
+            &looking.network,
+            DeviceProblem::NoPod {
+                resource: looking
+                    .resource
+                    .clone()
+                    .unwrap_or_else(|| "(claim request)".to_owned()),
+            },
+        ));
     };
     let claimed = claimed_devices(pod, key, &label, &looking.network).await?;
     let from_plugins = plugin_resources(needs, &claimed);
@@ -89,12 +92,16 @@ pub async fn assign(
             .kubelet
             .devices(key.namespace.as_str(), key.name.as_str())
             .await
-            .map_err(|cause| DeviceError::Kubelet {
-                pod: label.clone(),
-                network: first.network.clone(),
-                resource: first.resource.clone().unwrap_or_default(),
-                socket: pod.kubelet.socket().to_owned(),
-                cause,
+            .map_err(|cause| {
+                DeviceError::new(
+                    &label,
+                    &first.network,
+                    DeviceProblem::Kubelet {
+                        resource: first.resource.clone().unwrap_or_default(),
+                        socket: pod.kubelet.socket().to_owned(),
+                        cause,
+                    },
+                )
             })?,
     };
     choose(&label, needs, &claimed, &plugin, pod.catalog.is_some())
@@ -126,11 +133,15 @@ async fn claimed_devices(
         return Ok(Vec::new());
     };
     let namespace = key.namespace.as_str();
-    let lookup_error = |claim: &str, cause: String| DeviceError::ClaimLookup {
-        pod: label.to_owned(),
-        network: network.to_owned(),
-        claim: format!("{namespace}/{claim}"),
-        cause,
+    let lookup_error = |claim: &str, cause: String| {
+        DeviceError::new(
+            label,
+            network,
+            DeviceProblem::ClaimLookup {
+                claim: format!("{namespace}/{claim}"),
+                cause,
+            },
+        )
     };
     let mut devices = Vec::new();
     for pod_claim in pod.claims {
@@ -202,12 +213,14 @@ fn choose(
             continue;
         };
         if let Some(other) = taken.ids.get(id) {
-            return Err(DeviceError::NamedTwice {
-                pod: pod.to_owned(),
-                network: need.network.clone(),
-                other: other.clone(),
-                id: id.to_owned(),
-            });
+            return Err(DeviceError::new(
+                pod,
+                &need.network,
+                DeviceProblem::NamedTwice {
+                    other: other.clone(),
+                    id: id.to_owned(),
+                },
+            ));
         }
         taken.take(id, &need.network);
         *slot = Some(device(need, id, DeviceSource::Selection));
@@ -252,11 +265,13 @@ fn from_claim_request(
     has_claims: bool,
 ) -> Result<Device, DeviceError> {
     if !has_claims {
-        return Err(DeviceError::NoClaims {
-            pod: pod.to_owned(),
-            network: need.network.clone(),
-            request: request.to_string(),
-        });
+        return Err(DeviceError::new(
+            pod,
+            &need.network,
+            DeviceProblem::NoClaims {
+                request: request.to_string(),
+            },
+        ));
     }
     let claim = request.claim_name.as_str();
     let candidates: Vec<usize> = claimed
@@ -272,37 +287,43 @@ fn from_claim_request(
         .map(|(i, _)| i)
         .collect();
     if candidates.is_empty() {
-        return Err(DeviceError::NoClaimRequest {
-            pod: pod.to_owned(),
-            network: need.network.clone(),
-            request: request.to_string(),
-        });
+        return Err(DeviceError::new(
+            pod,
+            &need.network,
+            DeviceProblem::NoClaimRequest {
+                request: request.to_string(),
+            },
+        ));
     }
     let Some(&index) = candidates.iter().find(|i| is_free(claimed, **i, taken)) else {
-        return Err(DeviceError::RequestExhausted {
-            pod: pod.to_owned(),
-            network: need.network.clone(),
-            request: request.to_string(),
-            have: candidates.len(),
-        });
+        return Err(DeviceError::new(
+            pod,
+            &need.network,
+            DeviceProblem::RequestExhausted {
+                request: request.to_string(),
+                have: candidates.len(),
+            },
+        ));
     };
     let found = &claimed[index];
     if let Some(wanted) = need.resource.as_deref()
         && found.attributes.resource_name.as_deref() != Some(wanted)
     {
-        return Err(DeviceError::ResourceMismatch {
-            pod: pod.to_owned(),
-            network: need.network.clone(),
-            wanted: wanted.to_owned(),
-            claim: found.device.claim.clone(),
-            request: found.device.request.clone(),
-            device: found.device.device.clone(),
-            found: found
-                .attributes
-                .resource_name
-                .clone()
-                .unwrap_or_else(|| "(none)".to_owned()),
-        });
+        return Err(DeviceError::new(
+            pod,
+            &need.network,
+            DeviceProblem::ResourceMismatch {
+                wanted: wanted.to_owned(),
+                claim: found.device.claim.clone(),
+                request: found.device.request.clone(),
+                device: found.device.device.clone(),
+                found: found
+                    .attributes
+                    .resource_name
+                    .clone()
+                    .unwrap_or_else(|| "(none)".to_owned()),
+            },
+        ));
     }
     take_claimed(pod, need, claimed, index, taken)
 }
@@ -325,12 +346,14 @@ fn take_claimed(
 ) -> Result<Device, DeviceError> {
     let found = &claimed[index];
     let Some(id) = found.attributes.device_id.as_deref() else {
-        return Err(DeviceError::NoDeviceId {
-            pod: pod.to_owned(),
-            network: need.network.clone(),
-            claim: format!("{}/{}", found.device.namespace, found.device.claim),
-            device: found.device.device.clone(),
-        });
+        return Err(DeviceError::new(
+            pod,
+            &need.network,
+            DeviceProblem::NoDeviceId {
+                claim: format!("{}/{}", found.device.namespace, found.device.claim),
+                device: found.device.device.clone(),
+            },
+        ));
     };
     taken.claimed.push(index);
     taken.take(id, &need.network);
@@ -351,12 +374,16 @@ fn from_resource(
         .filter(|(_, c)| c.attributes.resource_name.as_deref() == Some(resource))
         .map(|(i, _)| i)
         .collect();
-    let exhausted = |ids: Vec<&str>| DeviceError::Exhausted {
-        pod: pod.to_owned(),
-        network: need.network.clone(),
-        resource: resource.to_owned(),
-        have: ids.len(),
-        ids: ids.join(", "),
+    let exhausted = |ids: Vec<&str>| {
+        DeviceError::new(
+            pod,
+            &need.network,
+            DeviceProblem::Exhausted {
+                resource: resource.to_owned(),
+                have: ids.len(),
+                ids: ids.join(", "),
+            },
+        )
     };
     if !of_resource.is_empty() {
         return match of_resource.iter().find(|i| is_free(claimed, **i, taken)) {
@@ -371,11 +398,13 @@ fn from_resource(
     }
     let ids = plugin.get(resource).map(Vec::as_slice).unwrap_or_default();
     if ids.is_empty() {
-        return Err(DeviceError::NoDevice {
-            pod: pod.to_owned(),
-            network: need.network.clone(),
-            resource: resource.to_owned(),
-        });
+        return Err(DeviceError::new(
+            pod,
+            &need.network,
+            DeviceProblem::NoDevice {
+                resource: resource.to_owned(),
+            },
+        ));
     }
     match ids.iter().find(|id| !taken.has(id)) {
         Some(id) => {
@@ -531,7 +560,7 @@ mod tests {
         let one = plugin("example.com/vf", &["0000:03:00.2"]);
         let error = choose("tenant/web", &needs, &[], &one, false).unwrap_err();
         assert!(
-            matches!(error, DeviceError::Exhausted { have: 1, .. }),
+            matches!(*error.problem, DeviceProblem::Exhausted { have: 1, .. }),
             "{error}"
         );
         let text = error.to_string();
@@ -545,7 +574,10 @@ mod tests {
         }
         let error =
             choose("tenant/web", &needs, &[], &plugin("other/x", &["a"]), false).unwrap_err();
-        assert!(matches!(error, DeviceError::NoDevice { .. }), "{error}");
+        assert!(
+            matches!(*error.problem, DeviceProblem::NoDevice { .. }),
+            "{error}"
+        );
         assert!(error.to_string().contains("tenant/vf-a"), "{error}");
         assert_eq!(error.cni_code(), crate::cni::code::INVALID_CONFIG);
     }
@@ -648,7 +680,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(
-            matches!(error, DeviceError::ResourceMismatch { .. }),
+            matches!(*error.problem, DeviceProblem::ResourceMismatch { .. }),
             "{error}"
         );
         let text = error.to_string();
@@ -669,12 +701,15 @@ mod tests {
         let error =
             choose("tenant/web", &asks, &claimed, &ResourceDevices::new(), true).unwrap_err();
         assert!(
-            matches!(error, DeviceError::NoClaimRequest { .. }),
+            matches!(*error.problem, DeviceProblem::NoClaimRequest { .. }),
             "{error}"
         );
         assert!(error.to_string().contains("nics/north"), "{error}");
         let error = choose("tenant/web", &asks, &[], &ResourceDevices::new(), false).unwrap_err();
-        assert!(matches!(error, DeviceError::NoClaims { .. }), "{error}");
+        assert!(
+            matches!(*error.problem, DeviceProblem::NoClaims { .. }),
+            "{error}"
+        );
     }
 
     #[test]
@@ -688,7 +723,10 @@ mod tests {
             true,
         )
         .unwrap_err();
-        assert!(matches!(error, DeviceError::NoDeviceId { .. }), "{error}");
+        assert!(
+            matches!(*error.problem, DeviceProblem::NoDeviceId { .. }),
+            "{error}"
+        );
         assert!(
             error.to_string().contains("k8s.cni.cncf.io/deviceID"),
             "{error}"
@@ -838,6 +876,9 @@ mod tests {
         let error = assign(&no_pod, &[need("tenant/vf", Some("example.com/vf"))])
             .await
             .unwrap_err();
-        assert!(matches!(error, DeviceError::NoPod { .. }), "{error}");
+        assert!(
+            matches!(*error.problem, DeviceProblem::NoPod { .. }),
+            "{error}"
+        );
     }
 }

@@ -81,68 +81,74 @@ impl ClaimDevice {
     }
 }
 
-/// Why an attachment gets no device. Every message names the pod and the network.
+/// Why an attachment gets no device: the pod, the network, and the problem.
 #[derive(Debug, thiserror::Error)]
-pub enum DeviceError {
+#[error("pod {pod}: network {network}: {problem}")]
+pub struct DeviceError {
+    pub pod: String,
+    pub network: String,
+    pub problem: Box<DeviceProblem>,
+}
+
+impl DeviceError {
+    pub fn new(pod: &str, network: &str, problem: DeviceProblem) -> Self {
+        Self {
+            pod: pod.to_owned(),
+            network: network.to_owned(),
+            problem: Box::new(problem),
+        }
+    }
+
+    pub fn cni_code(&self) -> u32 {
+        use crate::cni::code;
+        match *self.problem {
+            // The kubelet or the API server may answer the runtime's retry.
+            DeviceProblem::Kubelet { .. } | DeviceProblem::ClaimLookup { .. } => {
+                code::TRY_AGAIN_LATER
+            }
+            _ => code::INVALID_CONFIG,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceProblem {
     #[error(
-        "pod {pod}: network {network} needs a device of resource {resource} ({RESOURCE_NAME_ANNOTATION}), but the pod was given none: no device plugin allocated one (kubelet PodResources) and no device of its ResourceClaims has {attribute}={resource}",
+        "needs a device of resource {resource} ({RESOURCE_NAME_ANNOTATION}), but the pod was given none: no device plugin allocated one (kubelet PodResources) and no device of its ResourceClaims has {attribute}={resource}",
         attribute = claims::RESOURCE_NAME_ATTRIBUTE
     )]
-    NoDevice {
-        pod: String,
-        network: String,
-        resource: String,
-    },
+    NoDevice { resource: String },
     #[error(
-        "pod {pod}: network {network} needs a device of resource {resource}, but the pod's {have} device(s) of it ({ids}) are all taken by earlier attachments"
+        "needs a device of resource {resource}, but the pod's {have} device(s) of it ({ids}) are all taken by earlier attachments"
     )]
     Exhausted {
-        pod: String,
-        network: String,
         resource: String,
         have: usize,
         ids: String,
     },
     #[error(
-        "pod {pod}: network {network} needs a device of resource {resource}, but the kubelet's PodResources API at {socket} did not answer: {cause}"
+        "needs a device of resource {resource}, but the kubelet's PodResources API at {socket} did not answer: {cause}"
     )]
     Kubelet {
-        pod: String,
-        network: String,
         resource: String,
         socket: PathBuf,
         cause: podresources::PodResourcesError,
     },
-    #[error("pod {pod}: network {network}: cannot read the pod's ResourceClaim {claim}: {cause}")]
-    ClaimLookup {
-        pod: String,
-        network: String,
-        claim: String,
-        cause: String,
-    },
+    #[error("cannot read the pod's ResourceClaim {claim}: {cause}")]
+    ClaimLookup { claim: String, cause: String },
     #[error(
-        "pod {pod}: network {network} asks for claim request {request}, but the pod has no allocated resource claim request of that name"
+        "asks for claim request {request}, but the pod has no allocated resource claim request of that name"
     )]
-    NoClaimRequest {
-        pod: String,
-        network: String,
-        request: String,
-    },
+    NoClaimRequest { request: String },
     #[error(
-        "pod {pod}: network {network} asks for claim request {request}, but the source has no ResourceClaims (the kube source with dra: true reads them)"
+        "asks for claim request {request}, but the source has no ResourceClaims (the kube source with dra: true reads them)"
     )]
-    NoClaims {
-        pod: String,
-        network: String,
-        request: String,
-    },
+    NoClaims { request: String },
     #[error(
-        "pod {pod}: network {network} has resource {wanted}, but device {device} of claim {claim} (request {request}) has {attribute}={found}",
+        "has resource {wanted}, but device {device} of claim {claim} (request {request}) has {attribute}={found}",
         attribute = claims::RESOURCE_NAME_ATTRIBUTE
     )]
     ResourceMismatch {
-        pod: String,
-        network: String,
         wanted: String,
         claim: String,
         request: String,
@@ -150,44 +156,18 @@ pub enum DeviceError {
         found: String,
     },
     #[error(
-        "pod {pod}: network {network}: device {device} of claim {claim} has no {attribute} attribute in its ResourceSlice, so there is no device id to pass",
+        "device {device} of claim {claim} has no {attribute} attribute in its ResourceSlice, so there is no device id to pass",
         attribute = claims::DEVICE_ID_ATTRIBUTE
     )]
-    NoDeviceId {
-        pod: String,
-        network: String,
-        claim: String,
-        device: String,
-    },
+    NoDeviceId { claim: String, device: String },
     #[error(
-        "pod {pod}: network {network} asks for claim request {request}, but its {have} device(s) are all taken by earlier attachments"
+        "asks for claim request {request}, but its {have} device(s) are all taken by earlier attachments"
     )]
-    RequestExhausted {
-        pod: String,
-        network: String,
-        request: String,
-        have: usize,
-    },
-    #[error("pod {pod}: network {network} names device {id}, which network {other} names too")]
-    NamedTwice {
-        pod: String,
-        network: String,
-        other: String,
-        id: String,
-    },
+    RequestExhausted { request: String, have: usize },
+    #[error("names device {id}, which network {other} names too")]
+    NamedTwice { other: String, id: String },
     #[error(
-        "network {network} needs a device of resource {resource}, but the runtime named no pod (K8S_POD_NAMESPACE, K8S_POD_NAME) to look it up for"
+        "needs a device of resource {resource}, but the runtime named no pod (K8S_POD_NAMESPACE, K8S_POD_NAME) to look it up for"
     )]
-    NoPod { network: String, resource: String },
-}
-
-impl DeviceError {
-    pub fn cni_code(&self) -> u32 {
-        use crate::cni::code;
-        match self {
-            // The kubelet or the API server may answer the runtime's retry.
-            Self::Kubelet { .. } | Self::ClaimLookup { .. } => code::TRY_AGAIN_LATER,
-            _ => code::INVALID_CONFIG,
-        }
-    }
+    NoPod { resource: String },
 }
