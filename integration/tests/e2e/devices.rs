@@ -10,6 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use plexus_integration::dra::{self, DRIVER, claim, slice};
 use plexus_integration::kubelet::Mode;
 use plexus_integration::{Node, NodeBuilder, Pod, binaries};
 use serde_json::{Value, json};
@@ -18,7 +19,6 @@ use crate::fixtures::bare;
 
 const RESOURCE: &str = "example.com/vf";
 const OTHER_RESOURCE: &str = "example.com/vf-west";
-const DRIVER: &str = "net.example.com";
 
 /// Waits until `check` holds; API writes and watches are asynchronous.
 fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
@@ -436,81 +436,9 @@ fn device_info_from_the_device_plugin_reaches_the_delegate_and_network_status() 
 }
 
 // DRA: the devices of a pod's ResourceClaims, described by this node's ResourceSlice.
-
-/// This node's ResourceSlice of `pool`: (device name, resourceName attribute, deviceID).
-fn slice(node: &Node, pool: &str, devices: &[(&str, &str, &str)]) -> Value {
-    let devices: Vec<Value> = devices
-        .iter()
-        .map(|(name, resource, id)| {
-            json!({"name": name, "attributes": {
-                "k8s.cni.cncf.io/resourceName": {"string": resource},
-                "k8s.cni.cncf.io/deviceID": {"string": id},
-                "model": {"string": "test-vf"}
-            }})
-        })
-        .collect();
-    json!({
-        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
-        "metadata": {"name": format!("{}-{pool}", node.name())},
-        "spec": {
-            "driver": DRIVER, "nodeName": node.name(),
-            "pool": {"name": pool, "generation": 1, "resourceSliceCount": 1},
-            "devices": devices
-        }
-    })
-}
-
-/// A claim allocated to `pod` on this node: `requests` are (request name, devices of it).
-fn claim(node: &Node, pod: &Pod, name: &str, pool: &str, requests: &[(&str, &[&str])]) -> Value {
-    let spec: Vec<Value> = requests
-        .iter()
-        .map(|(request, devices)| {
-            json!({"name": request, "exactly": {
-                "deviceClassName": "vf.example.com", "allocationMode": "ExactCount", "count": devices.len()
-            }})
-        })
-        .collect();
-    let results: Vec<Value> = requests
-        .iter()
-        .flat_map(|(request, devices)| {
-            devices.iter().map(move |device| {
-                json!({"request": request, "driver": DRIVER, "pool": pool, "device": device})
-            })
-        })
-        .collect();
-    json!({
-        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
-        "metadata": {"name": name, "namespace": pod.namespace},
-        "spec": {"devices": {"requests": spec}},
-        "status": {
-            "allocation": {
-                "devices": {"results": results},
-                "nodeSelector": {"nodeSelectorTerms": [{"matchFields": [
-                    {"key": "metadata.name", "operator": "In", "values": [node.name()]}
-                ]}]}
-            },
-            "reservedFor": [{"resource": "pods", "name": pod.name, "uid": pod.uid()}]
-        }
-    })
-}
-
-/// Puts `pod` on the node with these pod claims: (name in the pod, ResourceClaim), the first
-/// as if generated from a template (named in the pod's status), the others named directly.
+/// Puts `pod` on the node with these claims (see [`dra::with_claims`]).
 fn apply_pod_with_claims(node: &Node, pod: &Pod, annotations: Value, claims: &[(&str, &str)]) {
-    node.apply_pod_with(pod, annotations, |object| {
-        let mut spec = Vec::new();
-        let mut statuses = Vec::new();
-        for (i, (name, claim)) in claims.iter().enumerate() {
-            if i == 0 {
-                spec.push(json!({"name": name, "resourceClaimTemplateName": "vf-template"}));
-                statuses.push(json!({"name": name, "resourceClaimName": claim}));
-            } else {
-                spec.push(json!({"name": name, "resourceClaimName": claim}));
-            }
-        }
-        object["spec"]["resourceClaims"] = Value::Array(spec);
-        object["status"] = json!({"resourceClaimStatuses": statuses});
-    });
+    node.apply_pod_with(pod, annotations, |object| dra::with_claims(object, claims));
 }
 
 /// A kube node serving DRA, or `None` (said so) when the real cluster does not.
