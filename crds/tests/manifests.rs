@@ -177,7 +177,15 @@ fn every_example_manifest_parses_as_its_kind() {
                     "CustomResourceDefinition"
                 }
                 Object::Nad(_) => "NetworkAttachmentDefinition",
-                Object::ResourceClaim(_) => "ResourceClaim",
+                Object::ResourceClaim(claim) => {
+                    let requests = claim
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.devices.as_ref())
+                        .and_then(|d| d.requests.as_ref());
+                    assert!(requests.is_some_and(|r| !r.is_empty()), "{}", manifest.at);
+                    "ResourceClaim"
+                }
             };
             *kinds.entry(kind).or_default() += 1;
         }
@@ -251,7 +259,11 @@ fn the_cluster_role_grants_exactly_what_plexusd_needs() {
         ("resource.k8s.io", "resourceslices", "list"),
         ("resource.k8s.io", "resourceslices", "watch"),
         ("resource.k8s.io", "resourceclaims/status", "patch"),
-        ("resource.k8s.io", "resourceclaims/driver", "associated-node:patch"),
+        (
+            "resource.k8s.io",
+            "resourceclaims/driver",
+            "associated-node:patch",
+        ),
     ]
     .into_iter()
     .map(|(g, r, v)| (g.to_owned(), r.to_owned(), v.to_owned()))

@@ -345,9 +345,16 @@ impl Node {
         let peer = format!("{id}p");
         self.netns
             .ip(&["link", "add", id, "type", "veth", "peer", "name", &peer]);
-        let shown: Value = serde_json::from_str(&self.netns.ip(&["-j", "link", "show", "dev", id]))
-            .expect("ip -j link");
-        shown[0]["address"].as_str().unwrap_or_default().to_owned()
+        self.link_mac(id).expect("the device just added")
+    }
+
+    /// The MAC address of link `name` in the node, if it is there.
+    pub fn link_mac(&self, name: &str) -> Option<String> {
+        let shown: Value =
+            serde_json::from_str(&self.netns.ip(&["-j", "link", "show"])).expect("ip -j link");
+        shown.as_array()?.iter().find_map(|l| {
+            (l["ifname"] == name).then(|| l["address"].as_str().unwrap_or_default().to_owned())
+        })
     }
 
     pub fn ipam_dir(&self) -> PathBuf {

@@ -477,6 +477,14 @@ mod tests {
         }
     }
 
+    /// `choose` for pod tenant/web with these claim devices and no device plugins.
+    fn from_claims(
+        needs: &[Need],
+        claimed: &[ClaimedDevice],
+    ) -> Result<Vec<Option<Device>>, DeviceError> {
+        choose("tenant/web", needs, claimed, &ResourceDevices::new(), true)
+    }
+
     fn claim_request(claim: &str, request: Option<&str>) -> ClaimRequest {
         ClaimRequest {
             claim_name: Label::parse(claim).unwrap(),
@@ -606,14 +614,7 @@ mod tests {
             need("tenant/west", Some("example.com/west")),
             need("tenant/east", Some("example.com/east")),
         ];
-        let devices = choose(
-            "tenant/web",
-            &needs,
-            &claimed,
-            &ResourceDevices::new(),
-            true,
-        )
-        .unwrap();
+        let devices = from_claims(&needs, &claimed).unwrap();
         assert_eq!(ids(&devices), [Some("tdev1"), Some("tdev0")]);
         match &devices[0].as_ref().unwrap().source {
             DeviceSource::Claim(device) => {
@@ -658,14 +659,7 @@ mod tests {
         by_claim.claim = Some(west);
         // The unnamed one must not take vf-1 although it comes first.
         let needs = [need("tenant/vf-b", Some("example.com/vf")), by_claim];
-        let devices = choose(
-            "tenant/web",
-            &needs,
-            &claimed,
-            &ResourceDevices::new(),
-            true,
-        )
-        .unwrap();
+        let devices = from_claims(&needs, &claimed).unwrap();
         assert_eq!(ids(&devices), [Some("tdev0"), Some("tdev1")]);
 
         let wrong = claim_request("other", None);
@@ -698,8 +692,7 @@ mod tests {
         let mut asks = need("tenant/vf-a", Some("example.com/vf"));
         asks.claim = Some(missing);
         let asks = [asks];
-        let error =
-            choose("tenant/web", &asks, &claimed, &ResourceDevices::new(), true).unwrap_err();
+        let error = from_claims(&asks, &claimed).unwrap_err();
         assert!(
             matches!(*error.problem, DeviceProblem::NoClaimRequest { .. }),
             "{error}"

@@ -14,8 +14,18 @@ use crate::resolve::{Delegate, Network};
 use crate::selection::Selection;
 use crate::source::PodInfo;
 
-/// What each network asks of devices: the cluster network's, then each selection's.
+/// What each network asks of devices: the cluster network's, then each selection's; nothing
+/// at all when none asks for a device (the common case costs no allocation).
 pub(super) fn needs(cluster: &Network, secondaries: &[(Selection, Network)]) -> Vec<Need> {
+    let wanted = cluster.resource_name.is_some()
+        || secondaries.iter().any(|(selection, network)| {
+            network.resource_name.is_some()
+                || selection.device_id.is_some()
+                || selection.resource_claim.is_some()
+        });
+    if !wanted {
+        return Vec::new();
+    }
     let mut needs = Vec::with_capacity(secondaries.len() + 1);
     needs.push(Need {
         network: cluster.label.clone(),

@@ -8,29 +8,17 @@
 //! PLEXUS_TEST_KUBECONFIG, a real cluster; only the tests that count API reads skip there.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plexus_integration::dra::{self, DRIVER, claim, slice};
 use plexus_integration::kubelet::Mode;
 use plexus_integration::{Node, NodeBuilder, Pod, binaries};
 use serde_json::{Value, json};
 
-use crate::fixtures::bare;
+use crate::fixtures::{bare, eventually};
 
 const RESOURCE: &str = "example.com/vf";
 const OTHER_RESOURCE: &str = "example.com/vf-west";
-
-/// Waits until `check` holds; API writes and watches are asynchronous.
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Some(found) = check() {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("never happened: {what}");
-}
 
 /// A kube node with the `netdev` delegate and, with `kubelet`, the test kubelet.
 fn device_node(kubelet: bool) -> Node {
@@ -51,6 +39,27 @@ fn netdev(name: &str, subnet: &str) -> Value {
         "cniVersion": "1.0.0", "name": name, "type": "netdev", "recordDir": "@DIR@/calls",
         "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": "@IPAM@"}
     })
+}
+
+/// A node with the test kubelet and the devices `devices`, NAD `tenant/vf` (`config`) on the
+/// pool [`RESOURCE`], and pod `tenant/web` selecting `selection`, to which the kubelet gave the
+/// devices `allocated`, with plexusd's caches holding both.
+fn pool_world(
+    config: &Value,
+    devices: &[&str],
+    selection: &str,
+    allocated: &[&str],
+) -> (Node, Pod) {
+    let node = device_node(true);
+    let web = Pod::new("tenant", "web");
+    for id in devices {
+        node.add_device(id);
+    }
+    node.apply_nad_annotated("tenant", "vf", pool(RESOURCE), config);
+    node.apply_pod(&web, networks(selection));
+    node.kubelet().allocate(&web, RESOURCE, allocated);
+    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(30));
+    (node, web)
 }
 
 fn pool(resource: &str) -> Value {
@@ -116,22 +125,29 @@ fn assert_released(node: &Node, devices: &[&str]) {
     assert!(left.is_empty(), "device-info files left: {left:?}");
 }
 
+/// ADD gives each interface (ifname, device id) its device; DEL brings `devices` home and
+/// leaves nothing behind.
+fn attached_then_released(node: &Node, pod: &Pod, expected: &[(&str, &str)], devices: &[&str]) {
+    node.add(pod).result();
+    for (ifname, id) in expected {
+        let got = device_in_pod(pod, ifname).map(|(id, _)| id);
+        assert_eq!(got.as_deref(), Some(*id), "{ifname}");
+    }
+    assert!(node.del(pod).success());
+    assert!(pod.link_names().is_empty(), "{:?}", pod.link_names());
+    assert_released(node, devices);
+}
+
 #[test]
 fn an_sriov_style_nad_gets_the_device_the_kubelet_allocated() {
-    let node = device_node(true);
-    let web = Pod::new("tenant", "web");
-    let mac = node.add_device("tdev0");
-    node.add_device("tdev1");
-    node.apply_nad_annotated(
-        "tenant",
-        "vf",
-        pool(RESOURCE),
+    let (node, web) = pool_world(
         &netdev("vf", "198.18.40.0/24"),
+        &["tdev0", "tdev1"],
+        "vf",
+        &["tdev0"],
     );
-    node.apply_pod(&web, networks("vf"));
-    node.kubelet().allocate(&web, RESOURCE, &["tdev0"]);
-    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(30));
 
+    let mac = node.link_mac("tdev0").expect("tdev0 on the node");
     node.add(&web).result();
     assert_eq!(device_in_pod(&web, "net1"), Some(("tdev0".into(), mac)));
     assert!(web.link("net1").unwrap().addresses[0].starts_with("198.18.40."));
@@ -184,21 +200,18 @@ fn two_nads_on_one_pool_get_distinct_devices_in_selection_order() {
     node.kubelet().allocate(&web, RESOURCE, &["tdev2", "tdev0"]);
     node.wait_for_readyz("nads=2 pods=1", Duration::from_secs(30));
 
-    node.add(&web).result();
-    assert_eq!(device_in_pod(&web, "data0").unwrap().0, "tdev2");
-    assert_eq!(device_in_pod(&web, "data1").unwrap().0, "tdev0");
-    assert!(node.netns.links().contains(&"tdev1".to_owned()));
-    assert!(node.del(&web).success());
-    assert_released(&node, &["tdev0", "tdev1", "tdev2"]);
+    attached_then_released(
+        &node,
+        &web,
+        &[("data0", "tdev2"), ("data1", "tdev0")],
+        &["tdev0", "tdev1", "tdev2"],
+    );
 }
 
 #[test]
 fn every_plugin_of_a_conflist_gets_the_device_id() {
-    let node = device_node(true);
-    let web = Pod::new("tenant", "web");
-    node.add_device("tdev0");
     let chain = json!({
-        "cniVersion": "1.0.0", "name": "vf-chain",
+        "cniVersion": "1.0.0", "name": "vf",
         "plugins": [
             {"type": "netdev", "recordDir": "@DIR@/calls",
              "ipam": {"type": "host-local", "ranges": [[{"subnet": "198.18.43.0/24"}]], "dataDir": "@IPAM@"}},
@@ -207,10 +220,7 @@ fn every_plugin_of_a_conflist_gets_the_device_id() {
             {"type": "tuning", "sysctl": {"net.core.somaxconn": "512"}}
         ]
     });
-    node.apply_nad_annotated("tenant", "vf-chain", pool(RESOURCE), &chain);
-    node.apply_pod(&web, networks("vf-chain"));
-    node.kubelet().allocate(&web, RESOURCE, &["tdev0"]);
-    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(30));
+    let (node, web) = pool_world(&chain, &["tdev0"], "vf", &["tdev0"]);
 
     node.add(&web).result();
     let calls = recorded(&node, &web, "ADD", "net1");
@@ -225,7 +235,7 @@ fn every_plugin_of_a_conflist_gets_the_device_id() {
     assert!(
         calls[1]["runtimeConfig"]["CNIDeviceInfoFile"]
             .as_str()
-            .is_some_and(|f| f.ends_with(&format!("tenant-vf-chain-{}_net1", web.container_id))),
+            .is_some_and(|f| f.ends_with(&format!("tenant-vf-{}_net1", web.container_id))),
         "{}",
         calls[1]
     );
@@ -237,47 +247,31 @@ fn every_plugin_of_a_conflist_gets_the_device_id() {
 
 #[test]
 fn an_explicit_device_id_is_used_as_given_and_counts_as_taken() {
-    let node = device_node(true);
-    let web = Pod::new("tenant", "web");
-    for id in ["tdev0", "tdev1"] {
-        node.add_device(id);
-    }
-    node.apply_nad_annotated(
-        "tenant",
-        "vf",
-        pool(RESOURCE),
-        &netdev("vf", "198.18.44.0/24"),
-    );
     // The first attachment may take any device of the pool; the second names tdev0, which the
     // kubelet lists first. The named one is reserved before the rest are handed out.
-    node.apply_pod(
-        &web,
-        networks(r#"[{"name": "vf"}, {"name": "vf", "device-id": "tdev0"}]"#),
+    let (node, web) = pool_world(
+        &netdev("vf", "198.18.44.0/24"),
+        &["tdev0", "tdev1"],
+        r#"[{"name": "vf"}, {"name": "vf", "device-id": "tdev0"}]"#,
+        &["tdev0", "tdev1"],
     );
-    node.kubelet().allocate(&web, RESOURCE, &["tdev0", "tdev1"]);
-    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(30));
 
-    node.add(&web).result();
-    assert_eq!(device_in_pod(&web, "net1").unwrap().0, "tdev1");
-    assert_eq!(device_in_pod(&web, "net2").unwrap().0, "tdev0");
-    assert!(node.del(&web).success());
-    assert_released(&node, &["tdev0", "tdev1"]);
+    attached_then_released(
+        &node,
+        &web,
+        &[("net1", "tdev1"), ("net2", "tdev0")],
+        &["tdev0", "tdev1"],
+    );
 }
 
 #[test]
 fn an_exhausted_pool_fails_the_add_naming_pod_nad_and_resource_and_leaves_nothing() {
-    let node = device_node(true);
-    let web = Pod::new("tenant", "web");
-    node.add_device("tdev0");
-    node.apply_nad_annotated(
-        "tenant",
-        "vf",
-        pool(RESOURCE),
+    let (node, web) = pool_world(
         &netdev("vf", "198.18.45.0/24"),
+        &["tdev0"],
+        "vf,vf",
+        &["tdev0"],
     );
-    node.apply_pod(&web, networks("vf,vf"));
-    node.kubelet().allocate(&web, RESOURCE, &["tdev0"]);
-    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(30));
 
     let out = node.add(&web);
     let error = out.error();
@@ -360,18 +354,12 @@ fn a_kubelet_without_get_is_asked_with_list_from_then_on() {
 
 #[test]
 fn del_after_the_kubelet_forgot_the_pod_still_releases_everything() {
-    let node = device_node(true);
-    let web = Pod::new("tenant", "web");
-    node.add_device("tdev0");
-    node.apply_nad_annotated(
-        "tenant",
-        "vf",
-        pool(RESOURCE),
+    let (node, web) = pool_world(
         &netdev("vf", "198.18.48.0/24"),
+        &["tdev0"],
+        "vf",
+        &["tdev0"],
     );
-    node.apply_pod(&web, networks("vf"));
-    node.kubelet().allocate(&web, RESOURCE, &["tdev0"]);
-    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(30));
     node.add(&web).result();
     let asked = node.kubelet().calls().len();
 
@@ -389,9 +377,9 @@ fn del_after_the_kubelet_forgot_the_pod_still_releases_everything() {
 
 #[test]
 fn device_info_from_the_device_plugin_reaches_the_delegate_and_network_status() {
-    let node = device_node(true);
-    let web = Pod::new("tenant", "web");
-    node.add_device("tdev0");
+    let mut config = netdev("vf", "198.18.49.0/24");
+    config["capabilities"] = json!({"CNIDeviceInfoFile": true});
+    let (node, web) = pool_world(&config, &["tdev0"], "vf", &["tdev0"]);
     let info = json!({"type": "pci", "version": "1.1.0", "pci": {"pci-address": "0000:03:00.2", "pf-pci-address": "0000:03:00.0"}});
     let plugin_file = node
         .device_info_dir()
@@ -399,12 +387,6 @@ fn device_info_from_the_device_plugin_reaches_the_delegate_and_network_status() 
         .join("example.com-vf-tdev0-device.json");
     std::fs::create_dir_all(plugin_file.parent().unwrap()).unwrap();
     std::fs::write(&plugin_file, info.to_string()).unwrap();
-    let mut config = netdev("vf", "198.18.49.0/24");
-    config["capabilities"] = json!({"CNIDeviceInfoFile": true});
-    node.apply_nad_annotated("tenant", "vf", pool(RESOURCE), &config);
-    node.apply_pod(&web, networks("vf"));
-    node.kubelet().allocate(&web, RESOURCE, &["tdev0"]);
-    node.wait_for_readyz("nads=1 pods=1", Duration::from_secs(30));
 
     node.add(&web).result();
     let add = &recorded(&node, &web, "ADD", "net1")[0];
@@ -639,11 +621,22 @@ fn a_selection_naming_a_claim_request_gets_that_requests_device() {
     ));
     node.wait_for_readyz("claims=2 slices=1", Duration::from_secs(30));
 
-    node.add(&web).result();
-    assert_eq!(device_in_pod(&web, "fast").unwrap().0, "tdev1");
-    assert_eq!(device_in_pod(&web, "slow").unwrap().0, "tdev0");
-    assert!(node.del(&web).success());
-    assert_released(&node, &["tdev0", "tdev1"]);
+    attached_then_released(
+        &node,
+        &web,
+        &[("fast", "tdev1"), ("slow", "tdev0")],
+        &["tdev0", "tdev1"],
+    );
+}
+
+/// The `status.devices[]` entry of `device` in claim `tenant/<claim>`, as the API server has it.
+fn device_status(node: &Node, claim: &str, device: &str) -> Option<Value> {
+    let claim = node.cluster().object("ResourceClaim", "tenant", claim)?;
+    claim["status"]["devices"]
+        .as_array()?
+        .iter()
+        .find(|d| d["device"] == device)
+        .cloned()
 }
 
 #[test]
@@ -672,15 +665,7 @@ fn kep_4817_network_data_is_written_to_the_claim_and_released_on_del() {
     node.add(&web).result();
     let net1 = web.link("net1").expect("net1");
     let entry = eventually("networkData on the claim", || {
-        let claim = node
-            .cluster()
-            .object("ResourceClaim", "tenant", "web-nics")?;
-        let entry = claim["status"]["devices"]
-            .as_array()?
-            .iter()
-            .find(|d| d["device"] == "vf-0")?
-            .clone();
-        entry.get("networkData").is_some().then_some(entry)
+        device_status(&node, "web-nics", "vf-0").filter(|e| e.get("networkData").is_some())
     });
     assert_eq!(
         entry["networkData"],
@@ -712,15 +697,7 @@ fn kep_4817_network_data_is_written_to_the_claim_and_released_on_del() {
 
     assert!(node.del(&web).success());
     let released = eventually("networkData released", || {
-        let claim = node
-            .cluster()
-            .object("ResourceClaim", "tenant", "web-nics")?;
-        let entry = claim["status"]["devices"]
-            .as_array()?
-            .iter()
-            .find(|d| d["device"] == "vf-0")?
-            .clone();
-        entry.get("networkData").is_none().then_some(entry)
+        device_status(&node, "web-nics", "vf-0").filter(|e| e.get("networkData").is_none())
     });
     assert_eq!(released["data"], driver_data);
     assert!(released.get("conditions").is_none(), "{released}");
