@@ -86,6 +86,15 @@ pub struct Config {
     /// The deadline for one delegate call, in seconds.
     pub delegate_timeout_seconds: u64,
     pub log_format: LogFormat,
+    /// The kubelet's PodResources socket: which device-plugin devices a pod was given.
+    pub pod_resources_socket: PathBuf,
+    /// How long one PodResources lookup may take, in seconds, connecting included.
+    pub pod_resources_timeout_seconds: u64,
+    /// The NPWG device-info directory: device plugins write `dp/`, Plexus writes `cni/`.
+    pub device_info_dir: PathBuf,
+    /// Look devices up in the pods' DRA ResourceClaims (`kube` source, when the API server
+    /// serves resource.k8s.io/v1), and write their KEP-4817 network data back.
+    pub dra: bool,
 }
 
 impl Default for Config {
@@ -109,6 +118,10 @@ impl Default for Config {
             metrics_address: None,
             delegate_timeout_seconds: 60,
             log_format: LogFormat::Text,
+            pod_resources_socket: "/var/lib/kubelet/pod-resources/kubelet.sock".into(),
+            pod_resources_timeout_seconds: 3,
+            device_info_dir: "/var/run/k8s.cni.cncf.io/devinfo".into(),
+            dra: true,
         }
     }
 }
@@ -143,6 +156,9 @@ impl Config {
         }
         if self.delegate_timeout_seconds == 0 {
             return Err("delegateTimeoutSeconds must be at least 1".into());
+        }
+        if self.pod_resources_timeout_seconds == 0 {
+            return Err("podResourcesTimeoutSeconds must be at least 1".into());
         }
         self.default_network_refs().map(drop)
     }
@@ -184,6 +200,10 @@ impl Config {
     pub fn delegate_timeout(&self) -> Duration {
         Duration::from_secs(self.delegate_timeout_seconds)
     }
+
+    pub fn pod_resources_timeout(&self) -> Duration {
+        Duration::from_secs(self.pod_resources_timeout_seconds)
+    }
 }
 
 #[cfg(test)]
@@ -220,6 +240,7 @@ mod tests {
         assert!(parse("defaultNetworks: [Bad_Name]\n").is_err());
         assert!(parse("cniBinDirs: []\n").is_err());
         assert!(parse("delegateTimeoutSeconds: 0\n").is_err());
+        assert!(parse("podResourcesTimeoutSeconds: 0\n").is_err());
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub mod confdir;
 pub mod config;
 /// Plexus's own `00-plexus.conflist`, generated from the cluster network's config.
 pub mod conflist;
+/// Which device each attachment runs with: device plugins, DRA claims, device-info.
+pub mod devices;
 /// Following a directory's changes (manifests, the CNI conf dir).
 pub mod dirwatch;
 /// Files put on the node atomically: the shim in the CNI bin dir, the conflist.

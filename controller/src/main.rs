@@ -118,7 +118,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
         SourceKind::Kube => {
             let client = kube::client(config.kubeconfig.as_deref()).await?;
-            KubeSource::start(client, &config.node_name())
+            KubeSource::start(client, &config.node_name(), config.dra)
         }
     };
     let records = RecordStore::open(&config.records_dir)?;

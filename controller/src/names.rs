@@ -107,6 +107,14 @@ string_newtype!(
     check_resource_name
 );
 
+string_newtype!(
+    /// A DNS-1123 label that names something inside an object: a pod's resource claim entry,
+    /// a ResourceClaim's request.
+    Label,
+    "DNS label",
+    check_dns_label
+);
+
 impl Namespace {
     /// A namespace name written in plexusd's own code; it must be valid (tests check each).
     pub(crate) fn well_known(name: &'static str) -> Self {

@@ -241,6 +241,7 @@ mod tests {
                     search: vec![],
                 }),
                 default_route: Some(vec!["192.168.1.1".into()]),
+                device_info: None,
             }],
             ..PodRecord::test(
                 container,
@@ -376,6 +377,29 @@ mod tests {
         good.sort();
         assert_eq!(good, ["c1", "c3"]);
         assert_eq!(bad, [corrupt]);
+    }
+
+    #[test]
+    fn a_record_with_a_device_round_trips_and_one_from_before_devices_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let mut record = full_record("c1");
+        record.attachments[1].delegate.device = Some(crate::devices::Device {
+            id: "0000:03:00.2".into(),
+            resource: Some("example.com/vf".into()),
+            source: crate::devices::DeviceSource::DevicePlugin,
+            info_file: Some("/run/devinfo/cni/ns1-mac-c1_data0".into()),
+        });
+        record.network_status[0].device_info = Some(json!({"type": "pci", "version": "1.1.0"}));
+        store.save(&record).unwrap();
+        assert_eq!(store.load(&id("c1")).unwrap(), Some(record));
+
+        // Written by a plexusd that knew no devices: no device, no device-info keys.
+        let old = full_record("c2");
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(!text.contains("device"), "{text}");
+        fs::write(dir.path().join("c2.json"), text).unwrap();
+        assert_eq!(store.load(&id("c2")).unwrap(), Some(old));
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct Network {
     /// The config object with its `name` filled in; what the delegate's requests start from.
     pub raw: Value,
     pub version: CniVersion,
+    /// The NAD's `k8s.v1.cni.cncf.io/resourceName`: the pool its delegate takes a device from.
+    pub resource_name: Option<String>,
 }
 
 /// A network config before its version is known: `version` is `None` when the config names
@@ -125,6 +127,7 @@ impl Unversioned {
             config: self.config,
             raw: self.raw,
             version,
+            resource_name: None,
         })
     }
 
@@ -154,6 +157,9 @@ pub struct Delegate {
     pub cni_args: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_route: Option<Vec<IpAddr>>,
+    /// The device the delegate runs with; its id is in `config` and `runtime_config` already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<crate::devices::Device>,
 }
 
 impl Delegate {
@@ -201,6 +207,7 @@ pub fn plan(
             runtime_config,
             args_cni: selection.cni_args,
             default_route: selection.default_route,
+            device: None,
         });
     }
     Ok(delegates)
@@ -332,6 +339,7 @@ pub fn cluster_delegate(cluster: Network, pod: &PodContext<'_>) -> Delegate {
         args_cni: None,
         cni_args: pod.cni_args.to_owned(),
         default_route: None,
+        device: None,
     }
 }
 

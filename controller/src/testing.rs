@@ -264,6 +264,7 @@ impl Delegate {
             args_cni: None,
             cni_args: "IgnoreUnknown=1".to_owned(),
             default_route: None,
+            device: None,
         }
     }
 

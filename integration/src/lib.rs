@@ -7,6 +7,8 @@ pub mod binaries;
 pub mod cluster;
 pub mod containerd;
 pub mod cri_bench;
+pub mod dra;
+pub mod kubelet;
 pub mod netns;
 pub mod node;
 pub mod overlay;

@@ -12,6 +12,7 @@ use tempfile::TempDir;
 
 use crate::apiserver::ApiServer;
 use crate::cluster::Cluster;
+use crate::kubelet::Kubelet;
 use crate::shim::{self, CniEnv, ShimOutput};
 use crate::{Netns, Pod, binaries};
 
@@ -28,9 +29,16 @@ pub struct NodeBuilder {
     kube: bool,
     real_cluster: Option<PathBuf>,
     rust_log: String,
+    kubelet: bool,
 }
 
 impl NodeBuilder {
+    /// A test kubelet serving the PodResources API on the socket plexusd is configured with.
+    pub fn kubelet(mut self) -> Self {
+        self.kubelet = true;
+        self
+    }
+
     /// plexusd's `RUST_LOG`; `debug` unless set (the bench runs it at plexusd's default, `info`).
     pub fn rust_log(mut self, filter: &str) -> Self {
         self.rust_log = filter.to_owned();
@@ -110,6 +118,7 @@ impl NodeBuilder {
             api,
             name: crate::unique("node-"),
             rust_log: self.rust_log,
+            kubelet: None,
         };
         if node.api.is_some() {
             node.connect_to_api();
@@ -139,6 +148,9 @@ impl NodeBuilder {
             node.netns.ip(&["link", "set", "uplink0", "up"]);
             node.netns.ip(&["link", "set", "uplink0p", "up"]);
         }
+        if self.kubelet {
+            node.kubelet = Some(Kubelet::start(&node.pod_resources_socket()));
+        }
         node.start_plexusd();
         node
     }
@@ -165,6 +177,8 @@ pub struct Node {
     /// This node's name in the API server.
     name: String,
     rust_log: String,
+    /// The test kubelet of a node built with `.kubelet()`.
+    kubelet: Option<Kubelet>,
 }
 
 impl Node {
@@ -179,6 +193,7 @@ impl Node {
             kube: false,
             real_cluster: None,
             rust_log: "debug".to_owned(),
+            kubelet: false,
         }
     }
 
@@ -253,12 +268,40 @@ impl Node {
 
     /// Creates or replaces a NAD in the API server; `@IPAM@` in its config is filled in.
     pub fn apply_nad(&self, namespace: &str, name: &str, config: &Value) {
+        self.apply_nad_annotated(namespace, name, json!({}), config);
+    }
+
+    /// A NAD with annotations, e.g. `k8s.v1.cni.cncf.io/resourceName`.
+    pub fn apply_nad_annotated(
+        &self,
+        namespace: &str,
+        name: &str,
+        annotations: Value,
+        config: &Value,
+    ) {
         self.cluster().apply(json!({
             "apiVersion": "k8s.cni.cncf.io/v1",
             "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
             "spec": {"config": self.fill(&config.to_string())}
         }));
+    }
+
+    /// Creates or replaces the pod, scheduled on this node, after `edit` has had its way with
+    /// the object (resource claims in its spec, their statuses in its status).
+    pub fn apply_pod_with(&self, pod: &Pod, annotations: Value, edit: impl FnOnce(&mut Value)) {
+        let mut object = crate::pod::pod_object(
+            &pod.namespace,
+            &pod.name,
+            &pod.uid(),
+            annotations,
+            Some(&self.name),
+        );
+        edit(&mut object);
+        let stored = self.cluster().apply_with_status(object);
+        if let Some(uid) = stored["metadata"]["uid"].as_str() {
+            pod.set_uid(uid);
+        }
     }
 
     /// Waits until plexusd's /readyz body contains `text` (e.g. `nads=2 `, `degraded`).
@@ -279,6 +322,39 @@ impl Node {
 
     pub fn socket(&self) -> PathBuf {
         self.dir().join("plexus.sock")
+    }
+
+    /// The test kubelet of a node built with `.kubelet()`.
+    pub fn kubelet(&self) -> &Kubelet {
+        self.kubelet.as_ref().expect("a node built with .kubelet()")
+    }
+
+    /// Where plexusd looks for the kubelet's PodResources socket.
+    pub fn pod_resources_socket(&self) -> PathBuf {
+        self.dir().join("pod-resources").join("kubelet.sock")
+    }
+
+    /// plexusd's device-info directory (the node's /var/run/k8s.cni.cncf.io/devinfo).
+    pub fn device_info_dir(&self) -> PathBuf {
+        self.dir().join("devinfo")
+    }
+
+    /// A device the node offers: a veth named `id` (its peer `<id>p` stays behind), as the
+    /// `netdev` test delegate takes devices. Returns its MAC address.
+    pub fn add_device(&self, id: &str) -> String {
+        let peer = format!("{id}p");
+        self.netns
+            .ip(&["link", "add", id, "type", "veth", "peer", "name", &peer]);
+        self.link_mac(id).expect("the device just added")
+    }
+
+    /// The MAC address of link `name` in the node, if it is there.
+    pub fn link_mac(&self, name: &str) -> Option<String> {
+        let shown: Value =
+            serde_json::from_str(&self.netns.ip(&["-j", "link", "show"])).expect("ip -j link");
+        shown.as_array()?.iter().find_map(|l| {
+            (l["ifname"] == name).then(|| l["address"].as_str().unwrap_or_default().to_owned())
+        })
     }
 
     pub fn ipam_dir(&self) -> PathBuf {
@@ -312,11 +388,14 @@ impl Node {
 
     fn start_plexusd(&mut self) {
         let dir = self.dir().to_path_buf();
+        // The kubelet socket and the device-info dir live in the node's dir too, so no test
+        // ever touches the machine's own.
         let mut config = format!(
-            "socketPath: {sock}\ncniConfDir: {d}/net.d\ncniBinDirs: [{d}/bin, {bin}]\nrecordsDir: {d}/records\nmanifestDir: {d}/manifests\ndelegateTimeoutSeconds: 20\n",
+            "socketPath: {sock}\ncniConfDir: {d}/net.d\ncniBinDirs: [{d}/bin, {bin}]\nrecordsDir: {d}/records\nmanifestDir: {d}/manifests\ndelegateTimeoutSeconds: 20\npodResourcesSocket: {kubelet}\npodResourcesTimeoutSeconds: 2\ndeviceInfoDir: {d}/devinfo\n",
             sock = self.socket().display(),
             d = dir.display(),
             bin = binaries::CNI_BIN_DIR,
+            kubelet = self.pod_resources_socket().display(),
         );
         for line in &self.config {
             config.push_str(line);

@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::{Error, Plexus, Result};
 use crate::attach::{self, AttachError, Target};
 use crate::cni::{CniError, CniResult, code};
+use crate::devices::devinfo;
 use crate::locks::ContainerGuard;
 use crate::names::{ContainerId, IfName, PodKey};
 use crate::netlink;
@@ -37,6 +38,9 @@ impl Plexus {
                 Ok((_, record)) => self.tell_pod_attached(key, uid, &record.network_status),
                 Err(error) => self.tell_pod_failed(key, uid, error),
             }
+        }
+        if let Ok((_, record)) = &outcome {
+            self.publish_claim_devices(&record.attachments);
         }
         let (reply, record) = outcome?;
         self.save_after_reply(record, container, gc);
@@ -89,6 +93,7 @@ impl Plexus {
         // The intent covers every delegate before any runs: after a crash, DEL undoes them all,
         // and DEL of a delegate that never ran is harmless.
         self.records.save(&record)?;
+        self.offer_device_info(&delegates);
         let target = Target {
             container_id: id.as_str(),
             netns: &request.netns,
@@ -177,6 +182,17 @@ impl Plexus {
     /// After a failed ADD: the record keeps only what the rollback could not remove, so the
     /// runtime's DEL retries exactly that; with nothing left, the record goes.
     fn keep_only(&self, mut record: PodRecord, leftovers: Vec<Attachment>) -> Result<()> {
+        let gone: Vec<Attachment> = record
+            .attachments
+            .iter()
+            .filter(|a| {
+                !leftovers
+                    .iter()
+                    .any(|l| l.delegate.ifname == a.delegate.ifname)
+            })
+            .cloned()
+            .collect();
+        self.release_devices(&gone, &leftovers);
         if leftovers.is_empty() {
             return Ok(self.records.remove(&record.container_id)?);
         }
@@ -235,12 +251,14 @@ impl Plexus {
                 .default_route
                 .as_ref()
                 .map(|_| delegate_gateways(delegate, &result));
-            statuses.push(status::status_entry(
+            let mut entry = status::status_entry(
                 &delegate.network,
                 delegate.is_default,
                 Some(&result),
                 moved.as_deref(),
-            ));
+            );
+            entry.device_info = delegate.device.as_ref().and_then(devinfo::collect);
+            statuses.push(entry);
             parsed.push(result);
         }
         let prev = match &request.conf.prev_result {

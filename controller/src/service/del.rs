@@ -4,7 +4,7 @@ use tracing::Instrument;
 
 use super::{Error, Plexus, Result};
 use crate::attach::{self, Target};
-use crate::records::PodRecord;
+use crate::records::{Attachment, PodRecord};
 use crate::request::CniRequest;
 use crate::resolve::{self, PodContext};
 
@@ -66,18 +66,19 @@ impl Plexus {
         let failures = attach::detach_all(self.executor.as_ref(), &record.attachments, target)
             .instrument(span)
             .await;
+        let failed: Vec<usize> = failures.iter().map(|f| f.index).collect();
+        let (kept, gone): (Vec<_>, Vec<_>) = record
+            .attachments
+            .into_iter()
+            .enumerate()
+            .partition(|(i, _)| failed.contains(i));
+        let gone: Vec<Attachment> = gone.into_iter().map(|(_, a)| a).collect();
+        record.attachments = kept.into_iter().map(|(_, a)| a).collect();
+        self.release_devices(&gone, &record.attachments);
         if failures.is_empty() {
             self.records.remove(&record.container_id)?;
             return Ok(());
         }
-        let failed: Vec<usize> = failures.iter().map(|f| f.index).collect();
-        record.attachments = record
-            .attachments
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| failed.contains(i))
-            .map(|(_, a)| a)
-            .collect();
         self.records.save(&record)?;
         Err(Error::Detach(failures))
     }

@@ -5,6 +5,7 @@
 mod add;
 mod check;
 mod del;
+mod devices;
 mod gc;
 mod networks;
 
@@ -14,6 +15,9 @@ use crate::attach::{AttachError, DetachFailure};
 use crate::cni::{CniError, Executor, code};
 use crate::confdir::ConfDirError;
 use crate::config::Config;
+use crate::devices::DeviceError;
+use crate::devices::devinfo::DeviceInfoDir;
+use crate::devices::podresources::PodResources;
 use crate::locks::ContainerLocks;
 use crate::names::{ContainerId, IfName, NameError, Namespace, NetworkRef};
 use crate::netlink::NetlinkError;
@@ -63,6 +67,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Devices(#[from] DeviceError),
     #[error(transparent)]
     Attach(#[from] AttachError),
     #[error("network {network}: cannot move the default route to {ifname}: {source}")]
@@ -117,6 +123,7 @@ impl Error {
             | Self::NoGateway { .. } => code::INVALID_CONFIG,
             Self::Source { .. } => code::TRY_AGAIN_LATER,
             Self::Resolve(e) => e.cni_code(),
+            Self::Devices(e) => e.cni_code(),
             Self::Attach(e) => e.cni_code(),
             Self::DefaultRoute { .. } | Self::Records(_) => code::IO_FAILURE,
             Self::Detach(failures) => failures
@@ -137,6 +144,7 @@ impl Error {
             Self::Source { .. } => "source",
             Self::ConfDir { .. } => "conf_dir",
             Self::Resolve(_) => "resolve",
+            Self::Devices(_) => "devices",
             Self::Attach(_) => "delegate",
             Self::DefaultRoute { .. } | Self::NoGateway { .. } => "default_route",
             Self::Records(_) => "records",
@@ -156,6 +164,9 @@ pub struct Plexus {
     source: Arc<dyn Source>,
     executor: Arc<dyn Executor>,
     records: RecordStore,
+    /// Device plugins' devices, from the kubelet.
+    kubelet: PodResources,
+    devinfo: DeviceInfoDir,
     locks: ContainerLocks,
     /// GC excludes ADD and DEL (CNI §3 Lifecycle, exception): they hold it shared, GC alone.
     gc_gate: Arc<tokio::sync::RwLock<()>>,
@@ -169,12 +180,19 @@ impl Plexus {
         records: RecordStore,
     ) -> Result<Self, String> {
         let default_networks = config.default_network_refs()?;
+        let kubelet = PodResources::new(
+            config.pod_resources_socket.clone(),
+            config.pod_resources_timeout(),
+        );
+        let devinfo = DeviceInfoDir::new(config.device_info_dir.clone());
         Ok(Self {
             config,
             default_networks,
             source,
             executor,
             records,
+            kubelet,
+            devinfo,
             locks: ContainerLocks::default(),
             gc_gate: Default::default(),
         })

@@ -1,6 +1,8 @@
 //! Where NADs and pods come from. `files` reads manifests from a directory; `kube` follows the
 //! API server. Both sit behind one trait, so resolution never knows which one it talks to.
 
+mod claim_status;
+mod dra;
 pub mod files;
 pub mod kube;
 
@@ -10,6 +12,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use plexus_crds::NetworkAttachmentDefinition;
 
+use crate::devices::claims::{ClaimCatalog, ClaimRef, DeviceNetworkData, PodClaim};
 use crate::names::{Namespace, ObjectName, PodKey};
 use crate::status::NetworkStatus;
 
@@ -19,6 +22,8 @@ pub struct PodInfo {
     pub key: PodKey,
     pub uid: Option<String>,
     pub annotations: BTreeMap<String, String>,
+    /// Its DRA resource claims (the kube source only).
+    pub claims: Vec<PodClaim>,
 }
 
 impl PodInfo {
@@ -100,4 +105,14 @@ pub trait Source: Send + Sync {
 
     /// Records an event on the pod, best effort, in the background.
     fn publish_event(self: Arc<Self>, _pod: &PodKey, _uid: Option<&str>, _event: PodEvent) {}
+
+    /// The pods' DRA ResourceClaims and the ResourceSlices describing their devices, when the
+    /// source follows them.
+    fn claims(&self) -> Option<&dyn ClaimCatalog> {
+        None
+    }
+
+    /// Publishes the KEP-4817 status of the devices Plexus attached from `claim` (none: it has
+    /// none attached any more). Like network-status, in the background and retried.
+    fn publish_claim_status(self: Arc<Self>, _claim: &ClaimRef, _devices: Vec<DeviceNetworkData>) {}
 }

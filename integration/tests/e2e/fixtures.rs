@@ -45,6 +45,18 @@ pub fn macvlan(name: &str, subnet: &str) -> Value {
     })
 }
 
+/// Waits until `check` holds: API writes and watches are asynchronous by design.
+pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Some(found) = check() {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("never happened: {what}");
+}
+
 /// The address part of `a.b.c.d/nn`.
 pub fn bare(cidr: &str) -> &str {
     cidr.split('/').next().unwrap_or(cidr)

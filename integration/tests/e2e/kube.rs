@@ -1,27 +1,15 @@
 //! The `kube` source against the test API server: NADs and pods from the API, network-status
 //! and events written back, and what happens when the API server misbehaves.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plexus_integration::{Node, Pod};
 use serde_json::{Value, json};
 
-use crate::fixtures::{bare, bridge};
+use crate::fixtures::{bare, bridge, eventually};
 
 fn networks(value: &str) -> Value {
     json!({"k8s.v1.cni.cncf.io/networks": value})
-}
-
-/// Waits until `check` holds; the API writes are asynchronous by design.
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < deadline {
-        if let Some(found) = check() {
-            return found;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("never happened: {what}");
 }
 
 fn network_status_annotation(node: &Node, pod: &Pod) -> Option<Value> {
