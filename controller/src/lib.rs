@@ -4,6 +4,8 @@
 pub mod addr;
 /// A pod's delegates run in order, rolled back, deleted, checked and garbage-collected.
 pub mod attach;
+/// Wall-clock instants as records and `plexusd inspect` show them.
+pub mod clock;
 /// CNI spec types, version conversion and the delegate executor.
 pub mod cni;
 /// The CNI conf dir: the cluster network and NADs without an inline config.
@@ -14,6 +16,10 @@ pub mod config;
 pub mod conflist;
 /// Following a directory's changes (manifests, the CNI conf dir).
 pub mod dirwatch;
+/// The most recent failed ADDs, for `plexusd inspect`.
+pub mod failures;
+/// `plexusd inspect`: the report of what is attached on the node, and its client.
+pub mod inspect;
 /// Files put on the node atomically: the shim in the CNI bin dir, the conflist.
 pub mod install;
 /// Per-container serialization of operations.

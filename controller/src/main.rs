@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use plexus_controller::cni::PluginExecutor;
 use plexus_controller::config::{Config, LogFormat, SourceKind};
+use plexus_controller::inspect::{self, client::Inspect, client::Output};
 use plexus_controller::metrics::{Metered, Metrics};
+use plexus_controller::names::{ContainerId, PodKey};
 use plexus_controller::records::RecordStore;
 use plexus_controller::server::{self, AppState};
 use plexus_controller::service::Plexus;
@@ -45,9 +47,30 @@ enum Tool {
         #[arg(long)]
         ready: bool,
     },
+    /// Prints what plexusd attached on this node, per container, and the last failed ADD of
+    /// each pod (root only: it asks plexusd over its socket).
+    Inspect {
+        /// plexusd's socket; default: `socketPath` of the config file, else
+        /// /run/plexus/plexus.sock.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Only this pod, as NAMESPACE/NAME.
+        #[arg(long, value_parser = parse_pod)]
+        pod: Option<PodKey>,
+        /// Only this container (the pod sandbox's id).
+        #[arg(long)]
+        container: Option<ContainerId>,
+        /// `json` (the endpoint's answer) or `wide` (more columns); a table without.
+        #[arg(short, long)]
+        output: Option<Output>,
+    },
 }
 
-fn run_tool(tool: Tool) -> ExitCode {
+fn parse_pod(text: &str) -> Result<PodKey, String> {
+    inspect::parse_pod(text).map_err(|e| e.to_string())
+}
+
+fn run_tool(tool: Tool, config: Option<&std::path::Path>) -> ExitCode {
     let outcome = match tool {
         Tool::InstallShim { from, to } => install::install_shim(&from, &to)
             .map(|path| format!("installed {}", path.display()))
@@ -56,6 +79,21 @@ fn run_tool(tool: Tool) -> ExitCode {
             let path = if ready { "/readyz" } else { "/healthz" };
             probe::probe(&socket, path, Duration::from_secs(3)).map_err(|e| e.to_string())
         }
+        Tool::Inspect {
+            socket,
+            pod,
+            container,
+            output,
+        } => inspect_socket(socket, config).and_then(|socket| {
+            let filter = inspect::Filter { pod, container };
+            Inspect {
+                socket,
+                filter,
+                output,
+            }
+            .run()
+            .map_err(|e| e.to_string())
+        }),
     };
     match outcome {
         Ok(said) => {
@@ -73,7 +111,7 @@ fn run_tool(tool: Tool) -> ExitCode {
 async fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(tool) = args.command {
-        return run_tool(tool);
+        return run_tool(tool, args.config.as_deref());
     }
     let config = match Config::load(args.config.as_deref()) {
         Ok(config) => config,
@@ -141,6 +179,19 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     server::serve(&socket, state, until_stopped()).await?;
     Ok(())
+}
+
+/// The socket `plexusd inspect` asks: `--socket`, else the config file's `socketPath`.
+fn inspect_socket(
+    socket: Option<PathBuf>,
+    config: Option<&std::path::Path>,
+) -> Result<PathBuf, String> {
+    match socket {
+        Some(socket) => Ok(socket),
+        None => Config::load(config)
+            .map(|c| c.socket_path)
+            .map_err(|e| e.to_string()),
+    }
 }
 
 /// Writes Plexus's conflist once the cluster network's config exists, and keeps it current.

@@ -6,6 +6,7 @@ mod add;
 mod check;
 mod del;
 mod gc;
+mod inspect;
 mod networks;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use crate::attach::{AttachError, DetachFailure};
 use crate::cni::{CniError, Executor, code};
 use crate::confdir::ConfDirError;
 use crate::config::Config;
+use crate::failures::RecentFailures;
 use crate::locks::ContainerLocks;
 use crate::names::{ContainerId, IfName, NameError, Namespace, NetworkRef};
 use crate::netlink::NetlinkError;
@@ -159,6 +161,8 @@ pub struct Plexus {
     locks: ContainerLocks,
     /// GC excludes ADD and DEL (CNI §3 Lifecycle, exception): they hold it shared, GC alone.
     gc_gate: Arc<tokio::sync::RwLock<()>>,
+    /// The last failed ADDs, for `plexusd inspect`.
+    failures: RecentFailures,
 }
 
 impl Plexus {
@@ -177,6 +181,7 @@ impl Plexus {
             records,
             locks: ContainerLocks::default(),
             gc_gate: Default::default(),
+            failures: RecentFailures::default(),
         })
     }
 
