@@ -86,6 +86,9 @@ pub struct Config {
     /// The deadline for one delegate call, in seconds.
     pub delegate_timeout_seconds: u64,
     pub log_format: LogFormat,
+    /// Multus's cache dir (its `cniDir`, e.g. `/var/lib/cni/multus`): the pods Multus attached
+    /// are adopted from it, at start and on DEL. Empty: off.
+    pub multus_cache_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             metrics_address: None,
             delegate_timeout_seconds: 60,
             log_format: LogFormat::Text,
+            multus_cache_dir: None,
         }
     }
 }
@@ -143,6 +147,13 @@ impl Config {
         }
         if self.delegate_timeout_seconds == 0 {
             return Err("delegateTimeoutSeconds must be at least 1".into());
+        }
+        if self
+            .multus_cache_dir
+            .as_ref()
+            .is_some_and(|d| d.is_relative())
+        {
+            return Err("multusCacheDir must be an absolute path".into());
         }
         self.default_network_refs().map(drop)
     }
@@ -220,13 +231,16 @@ mod tests {
         assert!(parse("defaultNetworks: [Bad_Name]\n").is_err());
         assert!(parse("cniBinDirs: []\n").is_err());
         assert!(parse("delegateTimeoutSeconds: 0\n").is_err());
+        assert!(parse("multusCacheDir: var/lib/cni/multus\n").is_err());
     }
 
     #[test]
     fn no_file_means_defaults() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.delegate_timeout(), Duration::from_secs(60));
         assert_eq!(
-            Config::load(None).unwrap().delegate_timeout(),
-            Duration::from_secs(60)
+            config.multus_cache_dir, None,
+            "adopting from Multus is off by default"
         );
     }
 }

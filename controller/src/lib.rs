@@ -26,6 +26,8 @@ pub mod install;
 pub mod locks;
 /// Prometheus metrics and the executor wrapper that times delegates.
 pub mod metrics;
+/// Multus's per-container cache, read to adopt the pods Multus attached.
+pub mod multus;
 /// Validated identifiers (container ids, interface names, Kubernetes names).
 pub mod names;
 /// plexusd's own netlink work inside pod namespaces (default-route moves).

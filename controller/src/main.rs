@@ -155,6 +155,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         keep_conflist_current(&config);
     }
     let plexus = Arc::new(Plexus::new(config, source, executor, records)?);
+    // Before the socket is served, so the runtime's first DEL or GC already sees them.
+    plexus.adopt_from_multus().await;
     let state = AppState { plexus, metrics };
 
     // Dropping the sender tells every server to stop.

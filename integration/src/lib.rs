@@ -7,6 +7,7 @@ pub mod binaries;
 pub mod cluster;
 pub mod containerd;
 pub mod cri_bench;
+pub mod multus;
 pub mod netns;
 pub mod node;
 pub mod overlay;

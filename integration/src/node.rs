@@ -319,7 +319,7 @@ impl Node {
             bin = binaries::CNI_BIN_DIR,
         );
         for line in &self.config {
-            config.push_str(line);
+            config.push_str(&self.fill(line));
             config.push('\n');
         }
         std::fs::write(dir.join("plexusd.yaml"), config).expect("write config");
@@ -385,6 +385,31 @@ impl Node {
     pub fn restart_plexusd(&mut self) {
         self.stop_plexusd();
         self.start_plexusd();
+    }
+
+    /// `plexusd inspect ARGS` against this node's socket, as root: stdout, or stderr on failure.
+    pub fn inspect(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::new(binaries::plexusd())
+            .arg("inspect")
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("run plexusd inspect");
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+
+    /// `plexusd inspect -o json` for one pod.
+    pub fn inspect_json(&self, pod: &Pod) -> Value {
+        let pod = format!("{}/{}", pod.namespace, pod.name);
+        let text = self
+            .inspect(&["--pod", &pod, "-o", "json"])
+            .unwrap_or_else(|e| panic!("plexusd inspect failed: {e}"));
+        serde_json::from_str(&text).expect("inspect JSON")
     }
 
     /// A GET on plexusd's socket: status code and body.
@@ -500,13 +525,14 @@ impl Node {
         found
     }
 
-    /// Record files in the store.
+    /// Record files in the store (not the marks of pods adopted from Multus, in `adopted/`).
     pub fn records(&self) -> Vec<String> {
         let mut found: Vec<String> = std::fs::read_dir(self.records_dir())
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "adopted")
             .collect();
         found.sort();
         found

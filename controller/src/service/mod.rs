@@ -3,6 +3,7 @@
 //! One module per command; `networks` is what ADD resolves a pod's networks with.
 
 mod add;
+mod adopt;
 mod check;
 mod del;
 mod gc;
@@ -10,6 +11,8 @@ mod inspect;
 mod networks;
 
 use std::sync::Arc;
+
+pub use adopt::{AdoptError, Adopted};
 
 use crate::attach::{AttachError, DetachFailure};
 use crate::cni::{CniError, Executor, code};

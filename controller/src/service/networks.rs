@@ -191,7 +191,7 @@ impl Plexus {
             .await
     }
 
-    async fn settle_version(&self, network: Unversioned) -> Result<Network> {
+    pub(super) async fn settle_version(&self, network: Unversioned) -> Result<Network> {
         let supported = match network.version {
             Some(_) => Vec::new(),
             None => {

@@ -12,4 +12,5 @@ mod flannel2;
 mod kube;
 mod lifecycle;
 mod metrics;
+mod multus;
 mod shim;
