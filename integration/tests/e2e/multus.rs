@@ -205,3 +205,128 @@ fn base64_of(text: &str) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+/// The config the runtime uses: the first file of the conf dir, as libcni picks it, turned
+/// into the stdin of its first plugin.
+fn runtime_conf(node: &Node) -> (String, Value) {
+    let mut files: Vec<String> = std::fs::read_dir(node.dir().join("net.d"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".conf") || n.ends_with(".conflist") || n.ends_with(".json"))
+        .collect();
+    files.sort();
+    let first = files.first().expect("a CNI config").clone();
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(node.dir().join("net.d").join(&first)).unwrap())
+            .unwrap();
+    let mut plugin = config["plugins"]
+        .get(0)
+        .cloned()
+        .unwrap_or_else(|| config.clone());
+    plugin["name"] = config["name"].clone();
+    plugin["cniVersion"] = config["cniVersion"].clone();
+    (first, plugin)
+}
+
+/// README "Moving from Multus", on one node, in namespaces: pods Multus attached keep running
+/// while the node switches; new pods come up through Plexus; the old ones are deleted cleanly.
+#[test]
+fn switching_a_node_from_multus_without_draining() {
+    let old_a = Pod::new("tenant", "old-a");
+    let old_b = Pod::new("tenant", "old-b");
+    let new_c = Pod::new("tenant", "new-c");
+    let mut node = Node::builder()
+        .uplink()
+        .config_line("multusCacheDir: @DIR@/multus")
+        .config_line("writeConflist: true")
+        .manifest(
+            "nads.yaml",
+            &format!(
+                "{}\n---\n{}",
+                nad("tenant", "east", &bridge("east", "br-east", EAST)),
+                nad("tenant", "data", &macvlan("data", DATA))
+            ),
+        )
+        .start();
+    // Before the switch: Multus on the node, its config first in the conf dir, pods attached.
+    node.stop_plexusd();
+    let _ = std::fs::remove_file(node.dir().join("net.d/00-plexus.conflist"));
+    node.write_conf(
+        "00-multus.conf",
+        r#"{"cniVersion":"0.3.1","name":"multus-cni-network","type":"multus-shim","socketDir":"/run/multus/"}"#,
+    );
+    let cache = multus(&node);
+    cache.attach(&node.netns, &old_a, &delegates(&node));
+    cache.attach(&node.netns, &old_b, &delegates(&node)[..2]);
+    assert_eq!(node.ipam_allocations().len(), 5);
+
+    // Step 1: plexusd starts on the node (the DaemonSet's pod): it adopts Multus's pods and
+    // writes its conflist, which Multus's config still shadows.
+    node.restart_plexusd();
+    assert_eq!(node.records().len(), 2, "{:?}", node.records());
+    wait_for(|| node.dir().join("net.d/00-plexus.conflist").exists());
+    assert_eq!(runtime_conf(&node).0, "00-multus.conf");
+    wait_for(|| node.log().contains("sorts before Plexus's"));
+
+    // Step 2: Multus's config goes; the runtime now calls Plexus.
+    std::fs::remove_file(node.dir().join("net.d/00-multus.conf")).unwrap();
+    let (file, conf) = runtime_conf(&node);
+    assert_eq!(
+        (file.as_str(), conf["type"].as_str()),
+        ("00-plexus.conflist", Some("plexus"))
+    );
+
+    // Step 3: a new pod comes up through Plexus, on the same networks as the old ones.
+    node.write_manifest("new-c.yaml", &new_c.manifest("east"));
+    node.wait_for_readyz("nads=2 pods=1", std::time::Duration::from_secs(10));
+    let add = node.cni("ADD", &new_c, &conf);
+    assert!(add.success(), "{add:?}");
+    assert_eq!(new_c.link_names(), ["eth0", "net1"]);
+    let old_net1 = bare(&old_a.link("net1").unwrap().addresses[0]).to_owned();
+    assert!(
+        new_c.ping("net1", &old_net1),
+        "new pod reaches an old one over net1"
+    );
+    let adopted: Vec<bool> = [&old_a, &old_b, &new_c]
+        .iter()
+        .map(|p| node.inspect_json(p)["containers"][0]["adoptedFrom"].is_string())
+        .collect();
+    assert_eq!(adopted, [true, true, false]);
+
+    // Step 4: the old pods are deleted as their owners roll them: nothing of them is left.
+    for old in [&old_a, &old_b] {
+        let del = node.cni("DEL", old, &conf);
+        assert!(del.success(), "{del:?}");
+        assert!(old.link_names().is_empty(), "{:?}", old.link_names());
+    }
+    assert_eq!(
+        node.ipam_allocations().len(),
+        2,
+        "only the new pod's addresses"
+    );
+    assert_eq!(node.records(), [format!("{}.json", new_c.container_id)]);
+    assert!(node.cni("DEL", &new_c, &conf).success());
+    assert_gone(&node, &new_c);
+
+    // Step 5: once no pod Multus attached is left, the operator removes Multus's cache; the
+    // marks Plexus kept for it go at the next start.
+    std::fs::remove_dir_all(&cache.dir).unwrap();
+    node.restart_plexusd();
+    let marks = std::fs::read_dir(node.records_dir().join("adopted"))
+        .unwrap()
+        .count();
+    assert_eq!(marks, 0);
+}
+
+/// Waits (up to 10 s) until `check` holds: plexusd's file and log writes are asynchronous.
+fn wait_for(mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("never happened");
+}
