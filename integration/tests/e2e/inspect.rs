@@ -8,6 +8,9 @@ use serde_json::Value;
 
 use crate::fixtures::{bridge, macvlan, nad, pod};
 
+/// An attachment as the test compares it: interface, network, addresses, MAC, plugins.
+type Row = (String, String, Vec<String>, String, Vec<String>);
+
 fn node_with(pods: &[(&Pod, &str)]) -> Node {
     let mut builder = Node::builder().uplink().manifest(
         "nads.yaml",
@@ -45,7 +48,7 @@ fn inspect_shows_each_attachment_of_a_pod_with_three_networks() {
     assert_eq!(container["netns"], web.netns.path().as_str());
     assert_eq!(container["state"], "attached");
     assert!(container.get("lastError").is_none(), "{container}");
-    let rows: Vec<(String, String, Vec<String>, String, Vec<String>)> = container["attachments"]
+    let rows: Vec<Row> = container["attachments"]
         .as_array()
         .unwrap()
         .iter()
@@ -64,7 +67,7 @@ fn inspect_shows_each_attachment_of_a_pod_with_three_networks() {
             )
         })
         .collect();
-    let expected: Vec<(String, String, Vec<String>, String, Vec<String>)> = [
+    let expected: Vec<Row> = [
         ("eth0", "cluster", "bridge"),
         ("net1", "tenant/east", "bridge"),
         ("data0", "tenant/data", "macvlan"),
