@@ -9,7 +9,7 @@ CRI_REPS ?= 30
 # CRI client's protos (the k8s-cri crate).
 APT_PACKAGES := containernetworking-plugins iproute2 iputils-ping jq curl containerd crun protobuf-compiler
 
-.PHONY: all deps build demo demo-flannel2 test bench lint fmt crd clean-demo
+.PHONY: all deps build demo demo-flannel2 test test-real-cluster bench lint fmt crd clean-demo
 
 all: build
 
@@ -49,6 +49,14 @@ test: deps
 		echo "$(CARGO) test --workspace"; \
 		$(CARGO) test --workspace; \
 	fi
+
+# The kube tests against a real cluster (README "Tests"): `make test-real-cluster
+# KUBECONFIG=~/.kube/config`. nextest's real-cluster profile (.config/nextest.toml) runs them
+# one at a time and skips, as nextest reports, those that need the test API server.
+test-real-cluster: deps
+	@test -n "$(KUBECONFIG)" || { echo "usage: make test-real-cluster KUBECONFIG=path/to/kubeconfig"; exit 2; }
+	$(CARGO) build --workspace --bins
+	PLEXUS_TEST_KUBECONFIG="$(KUBECONFIG)" $(CARGO) nextest run --profile real-cluster
 
 # What Plexus costs over the plugins it runs (issue 6): release builds, then the bench as root
 # (tables on stdout, JSON in target/bench/plexus-bench.json). Flags go in BENCH_ARGS, e.g.

@@ -192,13 +192,16 @@ impl Node {
     }
 
     /// The test API server, for tests that steer it (pause, count, compact, rotate tokens).
-    /// `None` against a real cluster: such a test says it is skipped and returns.
-    pub fn fixture(&self) -> Option<&ApiServer> {
-        let fixture = self.cluster().fixture();
-        if fixture.is_none() {
-            eprintln!("skipped against a real cluster: this test steers the test API server");
+    /// Against a real cluster such a test cannot run: the `real-cluster` nextest profile skips
+    /// it, and anywhere else it fails here rather than pass without having tested anything.
+    pub fn fixture(&self) -> &ApiServer {
+        match self.cluster().fixture() {
+            Some(api) => api,
+            None => panic!(
+                "this test steers the test API server, so it cannot run against {}'s cluster: run the real-cluster tests with `cargo nextest run --profile real-cluster`, which skips it",
+                crate::cluster::KUBECONFIG_VAR
+            ),
         }
-        fixture
     }
 
     /// This node's name in the API server (pods scheduled here have it as spec.nodeName).

@@ -174,7 +174,7 @@ fn run(args: &Args) -> Result<()> {
             &world::nets(&node, 1),
             args.rounds,
         )?;
-        let api = match kube.then(|| node.fixture()).flatten() {
+        let api = match kube.then(|| node.cluster().fixture()).flatten() {
             Some(api) => {
                 progress("kube source: API requests per warm ADD");
                 Some(measure::api_traffic(&node, api, &cases, 3)?)
