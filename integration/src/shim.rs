@@ -49,7 +49,12 @@ pub struct CniEnv {
 }
 
 pub fn exec(env: &CniEnv, stdin: &str) -> ShimOutput {
-    let mut child = Command::new(crate::binaries::shim())
+    exec_at(&crate::binaries::shim(), env, stdin)
+}
+
+/// Runs the shim at `binary` (one installed into a CNI bin dir, say) as a runtime does.
+pub fn exec_at(binary: &std::path::Path, env: &CniEnv, stdin: &str) -> ShimOutput {
+    let mut child = Command::new(binary)
         .env_clear()
         .env("CNI_COMMAND", &env.command)
         .env("CNI_CONTAINERID", &env.container_id)

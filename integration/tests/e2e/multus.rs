@@ -3,7 +3,7 @@
 //! DEL, CHECK, GC and the network-status read-back then work for them as for its own.
 
 use plexus_integration::multus::{MultusCacheDir, MultusDelegate};
-use plexus_integration::{Node, Pod};
+use plexus_integration::{Node, NodeBuilder, Pod};
 use serde_json::Value;
 
 use crate::fixtures::{bare, bridge, macvlan, nad};
@@ -13,7 +13,7 @@ const DATA: &str = "198.18.41.0/24";
 
 /// A node whose plexusd adopts from `<dir>/multus`, with NADs tenant/east (bridge) and
 /// tenant/data (macvlan on the uplink).
-fn node() -> Node {
+fn builder() -> NodeBuilder {
     Node::builder()
         .uplink()
         .config_line("multusCacheDir: @DIR@/multus")
@@ -25,7 +25,10 @@ fn node() -> Node {
                 nad("tenant", "data", &macvlan("data", DATA))
             ),
         )
-        .start()
+}
+
+fn node() -> Node {
+    builder().start()
 }
 
 fn multus(node: &Node) -> MultusCacheDir {
@@ -236,19 +239,7 @@ fn switching_a_node_from_multus_without_draining() {
     let old_a = Pod::new("tenant", "old-a");
     let old_b = Pod::new("tenant", "old-b");
     let new_c = Pod::new("tenant", "new-c");
-    let mut node = Node::builder()
-        .uplink()
-        .config_line("multusCacheDir: @DIR@/multus")
-        .config_line("writeConflist: true")
-        .manifest(
-            "nads.yaml",
-            &format!(
-                "{}\n---\n{}",
-                nad("tenant", "east", &bridge("east", "br-east", EAST)),
-                nad("tenant", "data", &macvlan("data", DATA))
-            ),
-        )
-        .start();
+    let mut node = builder().config_line("writeConflist: true").start();
     // Before the switch: Multus on the node, its config first in the conf dir, pods attached.
     node.stop_plexusd();
     let _ = std::fs::remove_file(node.dir().join("net.d/00-plexus.conflist"));
