@@ -7,11 +7,13 @@ pub mod binaries;
 pub mod cluster;
 pub mod containerd;
 pub mod cri_bench;
+pub mod mounts;
 pub mod multus;
 pub mod netns;
 pub mod node;
 pub mod overlay;
 pub mod pod;
+pub mod podman;
 pub mod shim;
 
 pub use netns::Netns;

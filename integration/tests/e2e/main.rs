@@ -9,6 +9,7 @@ mod conflist;
 mod cri;
 mod failures;
 mod flannel2;
+mod image;
 mod inspect;
 mod kube;
 mod lifecycle;
