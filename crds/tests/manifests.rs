@@ -301,6 +301,7 @@ fn the_config_map_holds_the_cluster_config_for_plexusd() {
         "globalNamespaces": ["kube-system", "default"],
         "delegateTimeoutSeconds": 60,
         "logFormat": "json",
+        "multusCacheDir": "/var/lib/cni/multus",
     });
     assert_eq!(Value::Object(config.clone()), expected);
     // In-cluster credentials and the node name from $NODE_NAME: neither key is set.
