@@ -95,6 +95,9 @@ pub struct Config {
     /// Look devices up in the pods' DRA ResourceClaims (`kube` source, when the API server
     /// serves resource.k8s.io/v1), and write their KEP-4817 network data back.
     pub dra: bool,
+    /// Multus's cache dir (its `cniDir`, e.g. `/var/lib/cni/multus`): the pods Multus attached
+    /// are adopted from it, at start and on DEL. Empty: off.
+    pub multus_cache_dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -122,6 +125,7 @@ impl Default for Config {
             pod_resources_timeout_seconds: 3,
             device_info_dir: "/var/run/k8s.cni.cncf.io/devinfo".into(),
             dra: true,
+            multus_cache_dir: None,
         }
     }
 }
@@ -159,6 +163,13 @@ impl Config {
         }
         if self.pod_resources_timeout_seconds == 0 {
             return Err("podResourcesTimeoutSeconds must be at least 1".into());
+        }
+        if self
+            .multus_cache_dir
+            .as_ref()
+            .is_some_and(|d| d.is_relative())
+        {
+            return Err("multusCacheDir must be an absolute path".into());
         }
         self.default_network_refs().map(drop)
     }
@@ -241,13 +252,16 @@ mod tests {
         assert!(parse("cniBinDirs: []\n").is_err());
         assert!(parse("delegateTimeoutSeconds: 0\n").is_err());
         assert!(parse("podResourcesTimeoutSeconds: 0\n").is_err());
+        assert!(parse("multusCacheDir: var/lib/cni/multus\n").is_err());
     }
 
     #[test]
     fn no_file_means_defaults() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.delegate_timeout(), Duration::from_secs(60));
         assert_eq!(
-            Config::load(None).unwrap().delegate_timeout(),
-            Duration::from_secs(60)
+            config.multus_cache_dir, None,
+            "adopting from Multus is off by default"
         );
     }
 }

@@ -6,6 +6,8 @@ pub mod addr;
 pub mod attach;
 /// What the admission webhook and `plexusd validate` check in NADs, pods and pod templates.
 pub mod checks;
+/// Wall-clock instants as records and `plexusd inspect` show them.
+pub mod clock;
 /// CNI spec types, version conversion and the delegate executor.
 pub mod cni;
 /// The CNI conf dir: the cluster network and NADs without an inline config.
@@ -18,12 +20,18 @@ pub mod conflist;
 pub mod devices;
 /// Following a directory's changes (manifests, the CNI conf dir).
 pub mod dirwatch;
+/// The most recent failed ADDs, for `plexusd inspect`.
+pub mod failures;
+/// `plexusd inspect`: the report of what is attached on the node, and its client.
+pub mod inspect;
 /// Files put on the node atomically: the shim in the CNI bin dir, the conflist.
 pub mod install;
 /// Per-container serialization of operations.
 pub mod locks;
 /// Prometheus metrics and the executor wrapper that times delegates.
 pub mod metrics;
+/// Multus's per-container cache, read to adopt the pods Multus attached.
+pub mod multus;
 /// Validated identifiers (container ids, interface names, Kubernetes names).
 pub mod names;
 /// plexusd's own netlink work inside pod namespaces (default-route moves).

@@ -8,7 +8,9 @@ use std::time::Duration;
 use clap::Parser;
 use plexus_controller::cni::PluginExecutor;
 use plexus_controller::config::{Config, LogFormat, SourceKind};
+use plexus_controller::inspect::{self, client::Inspect, client::Output};
 use plexus_controller::metrics::{Metered, Metrics};
+use plexus_controller::names::{ContainerId, PodKey};
 use plexus_controller::records::RecordStore;
 use plexus_controller::server::{self, AppState};
 use plexus_controller::service::Plexus;
@@ -51,9 +53,30 @@ enum Tool {
     /// Checks NAD and pod manifests (and CNI conf files) offline, as the webhook would; exits
     /// 1 when anything is invalid.
     Validate(validate::ValidateArgs),
+    /// Prints what plexusd attached on this node, per container, and the last failed ADD of
+    /// each pod (root only: it asks plexusd over its socket).
+    Inspect {
+        /// plexusd's socket; default: `socketPath` of the config file, else
+        /// /run/plexus/plexus.sock.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Only this pod, as NAMESPACE/NAME.
+        #[arg(long, value_parser = parse_pod)]
+        pod: Option<PodKey>,
+        /// Only this container (the pod sandbox's id).
+        #[arg(long)]
+        container: Option<ContainerId>,
+        /// `json` (the endpoint's answer) or `wide` (more columns); a table without.
+        #[arg(short, long)]
+        output: Option<Output>,
+    },
 }
 
-fn run_tool(tool: Tool) -> ExitCode {
+fn parse_pod(text: &str) -> Result<PodKey, String> {
+    inspect::parse_pod(text).map_err(|e| e.to_string())
+}
+
+fn run_tool(tool: Tool, config: Option<&std::path::Path>) -> ExitCode {
     let outcome = match tool {
         Tool::InstallShim { from, to } => install::install_shim(&from, &to)
             .map(|path| format!("installed {}", path.display()))
@@ -64,6 +87,21 @@ fn run_tool(tool: Tool) -> ExitCode {
         }
         // main runs these itself: they need the config and the runtime.
         Tool::Webhook(_) | Tool::Validate(_) => Err("not a synchronous tool".into()),
+        Tool::Inspect {
+            socket,
+            pod,
+            container,
+            output,
+        } => inspect_socket(socket, config).and_then(|socket| {
+            let filter = inspect::Filter { pod, container };
+            Inspect {
+                socket,
+                filter,
+                output,
+            }
+            .run()
+            .map_err(|e| e.to_string())
+        }),
     };
     match outcome {
         Ok(said) => {
@@ -93,7 +131,7 @@ async fn main() -> ExitCode {
                 Err(failed) => failed,
             };
         }
-        Some(tool) => return run_tool(tool),
+        Some(tool) => return run_tool(tool, args.config.as_deref()),
         None => match load_config(args.config.as_deref()) {
             Ok(config) => config,
             Err(failed) => return failed,
@@ -134,6 +172,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         keep_conflist_current(&config);
     }
     let plexus = Arc::new(Plexus::new(config, source, executor, records)?);
+    // Before the socket is served, so the runtime's first DEL or GC already sees them.
+    plexus.adopt_from_multus().await;
     let state = AppState { plexus, metrics };
 
     // Dropping the sender tells every server to stop.
@@ -195,6 +235,19 @@ async fn run_validate(args: validate::ValidateArgs, config: Config) -> ExitCode 
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+/// The socket `plexusd inspect` asks: `--socket`, else the config file's `socketPath`.
+fn inspect_socket(
+    socket: Option<PathBuf>,
+    config: Option<&std::path::Path>,
+) -> Result<PathBuf, String> {
+    match socket {
+        Some(socket) => Ok(socket),
+        None => Config::load(config)
+            .map(|c| c.socket_path)
+            .map_err(|e| e.to_string()),
     }
 }
 

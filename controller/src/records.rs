@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Timestamp;
 use crate::cni::CniVersion;
 use crate::names::{ContainerId, IfName, PodKey};
 use crate::resolve::Delegate;
@@ -34,6 +35,20 @@ pub struct Attachment {
     /// The chain's final ADD result in the delegate's version; `None` while only intended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
+    /// When the ADD was made and how long it took, for `plexusd inspect`. Absent in records
+    /// written before Plexus kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<Attached>,
+}
+
+/// When an attachment's ADD finished, and how long its chain took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attached {
+    pub at: Timestamp,
+    /// Unknown for attachments adopted from Multus's cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_us: Option<u64>,
 }
 
 impl Attachment {
@@ -42,6 +57,7 @@ impl Attachment {
         Self {
             delegate,
             result: None,
+            attached: None,
         }
     }
 
@@ -50,7 +66,14 @@ impl Attachment {
         Self {
             delegate,
             result: Some(result),
+            attached: None,
         }
+    }
+
+    /// The same attachment, saying when its ADD finished and how long it took.
+    pub fn at(mut self, attached: Attached) -> Self {
+        self.attached = Some(attached);
+        self
     }
 }
 
@@ -64,10 +87,25 @@ pub struct PodRecord {
     pub netns: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodKey>,
+    /// The pod's uid as the runtime (or Multus's cache) gave it, for `plexusd inspect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// Set when the record was adopted from Multus's cache rather than made by an ADD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<Adoption>,
     pub runtime_version: CniVersion,
     pub attachments: Vec<Attachment>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub network_status: Vec<NetworkStatus>,
+}
+
+/// Where and when a record was adopted from Multus's per-container cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Adoption {
+    /// Multus's cache file; Plexus reads it and leaves it where it is.
+    pub from: PathBuf,
+    pub at: Timestamp,
 }
 
 #[derive(Clone)]
@@ -158,6 +196,21 @@ impl RecordStore {
         Ok(records)
     }
 
+    /// The container of every record file (readable or not), for `plexusd inspect`.
+    pub fn ids(&self) -> Result<Vec<ContainerId>, RecordError> {
+        let entries = fs::read_dir(&self.dir).map_err(|source| RecordError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        Ok(entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                ContainerId::parse(name.strip_suffix(SUFFIX)?).ok()
+            })
+            .collect())
+    }
+
     /// How many records there are (unreadable ones included).
     pub fn count(&self) -> usize {
         std::fs::read_dir(&self.dir)
@@ -243,21 +296,31 @@ mod tests {
                 default_route: Some(vec!["192.168.1.1".into()]),
                 device_info: None,
             }],
+            pod_uid: Some("0b9e5e3c-2d43-4f7c-9a51-6e1f3c1d2b7a".into()),
+            adopted: Some(Adoption {
+                from: PathBuf::from("/var/lib/cni/multus").join(container),
+                at: Timestamp::from_millis(1_700_000_000_000),
+            }),
             ..PodRecord::test(
                 container,
                 vec![
                     Attachment::added(
                         cluster,
                         json!({"cniVersion": "1.0.0", "ips": [{"address": "10.244.0.5/24"}], "x-vendor": [1]}),
-                    ),
+                    )
+                    .at(Attached {
+                        at: Timestamp::from_millis(1_700_000_000_123),
+                        took_us: Some(4321),
+                    }),
                     Attachment::added(
                         secondary,
                         json!({"cniVersion": "0.3.1", "ips": [{"version": "4", "address": "192.168.1.5/24"}]}),
-                    ),
-                    Attachment {
-                        delegate: intended,
-                        result: None,
-                    },
+                    )
+                    .at(Attached {
+                        at: Timestamp::from_millis(1_700_000_000_456),
+                        took_us: None,
+                    }),
+                    Attachment::intended(intended),
                 ],
             )
         }
@@ -273,6 +336,25 @@ mod tests {
         // And from a store opened later, as after a restart.
         let reopened = RecordStore::open(dir.path()).unwrap();
         assert_eq!(reopened.load(&id("c1")).unwrap(), Some(record));
+    }
+
+    #[test]
+    fn a_record_written_before_inspect_and_adoption_existed_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let mut old = serde_json::to_value(full_record("c1")).unwrap();
+        let object = old.as_object_mut().unwrap();
+        object.remove("podUid");
+        object.remove("adopted");
+        for attachment in old["attachments"].as_array_mut().unwrap() {
+            attachment.as_object_mut().unwrap().remove("attached");
+        }
+        fs::write(dir.path().join("c1.json"), old.to_string()).unwrap();
+        let loaded = store.load(&id("c1")).unwrap().unwrap();
+        assert_eq!(loaded.pod_uid, None);
+        assert_eq!(loaded.adopted, None);
+        assert!(loaded.attachments.iter().all(|a| a.attached.is_none()));
+        assert_eq!(loaded.attachments.len(), 3);
     }
 
     #[test]

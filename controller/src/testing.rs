@@ -322,6 +322,8 @@ impl PodRecord {
             ifname: IfName::parse("eth0").expect("eth0 is valid"),
             netns: format!("/var/run/netns/{id}"),
             pod: None,
+            pod_uid: None,
+            adopted: None,
             runtime_version: CniVersion::V1_1_0,
             attachments,
             network_status: Vec::new(),

@@ -329,6 +329,7 @@ fn the_config_map_holds_the_cluster_config_for_plexusd() {
         "deviceInfoDir": "/var/run/k8s.cni.cncf.io/devinfo",
         "dra": true,
         "logFormat": "json",
+        "multusCacheDir": "/var/lib/cni/multus",
     });
     assert_eq!(Value::Object(config.clone()), expected);
     // In-cluster credentials and the node name from $NODE_NAME: neither key is set.

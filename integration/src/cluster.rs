@@ -26,15 +26,32 @@ use crate::apiserver::{ApiServer, in_netns};
 /// The variable that points the kube tests at a real cluster.
 pub const KUBECONFIG_VAR: &str = "PLEXUS_TEST_KUBECONFIG";
 
+thread_local! {
+    static REAL_CLUSTER: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with the kube nodes this thread builds on the cluster `kubeconfig` names, as if
+/// `PLEXUS_TEST_KUBECONFIG` named it: how the real-cluster mode is tested without a real
+/// cluster and without touching the process's environment.
+pub fn with_real_cluster<T>(kubeconfig: &Path, f: impl FnOnce() -> T) -> T {
+    let before = REAL_CLUSTER.with(|real| real.replace(Some(kubeconfig.to_owned())));
+    let result = f();
+    REAL_CLUSTER.with(|real| real.replace(before));
+    result
+}
+
 pub enum Cluster {
     Fixture(ApiServer),
     Real(Box<RealCluster>),
 }
 
 impl Cluster {
-    /// A real cluster when `PLEXUS_TEST_KUBECONFIG` is set, else the test API server; either
-    /// way reachable from the namespace at `netns_path`.
+    /// A real cluster when `PLEXUS_TEST_KUBECONFIG` is set (or [`with_real_cluster`] runs),
+    /// else the test API server; either way reachable from the namespace at `netns_path`.
     pub fn for_node(netns_path: &str) -> Self {
+        if let Some(path) = REAL_CLUSTER.with(|real| real.borrow().clone()) {
+            return Self::real(&path, netns_path);
+        }
         match std::env::var_os(KUBECONFIG_VAR) {
             Some(path) if !path.is_empty() => Self::real(Path::new(&path), netns_path),
             _ => Self::Fixture(ApiServer::start_in(netns_path)),

@@ -9,10 +9,13 @@ pub mod containerd;
 pub mod cri_bench;
 pub mod dra;
 pub mod kubelet;
+pub mod mounts;
+pub mod multus;
 pub mod netns;
 pub mod node;
 pub mod overlay;
 pub mod pod;
+pub mod podman;
 pub mod shim;
 pub mod webhook;
 

@@ -207,13 +207,16 @@ impl Node {
     }
 
     /// The test API server, for tests that steer it (pause, count, compact, rotate tokens).
-    /// `None` against a real cluster: such a test says it is skipped and returns.
-    pub fn fixture(&self) -> Option<&ApiServer> {
-        let fixture = self.cluster().fixture();
-        if fixture.is_none() {
-            eprintln!("skipped against a real cluster: this test steers the test API server");
+    /// Against a real cluster such a test cannot run: the `real-cluster` nextest profile skips
+    /// it, and anywhere else it fails here rather than pass without having tested anything.
+    pub fn fixture(&self) -> &ApiServer {
+        match self.cluster().fixture() {
+            Some(api) => api,
+            None => panic!(
+                "this test steers the test API server, so it cannot run against {}'s cluster: run the real-cluster tests with `cargo nextest run --profile real-cluster`, which skips it",
+                crate::cluster::KUBECONFIG_VAR
+            ),
         }
-        fixture
     }
 
     /// This node's name in the API server (pods scheduled here have it as spec.nodeName).
@@ -398,7 +401,7 @@ impl Node {
             kubelet = self.pod_resources_socket().display(),
         );
         for line in &self.config {
-            config.push_str(line);
+            config.push_str(&self.fill(line));
             config.push('\n');
         }
         std::fs::write(dir.join("plexusd.yaml"), config).expect("write config");
@@ -464,6 +467,31 @@ impl Node {
     pub fn restart_plexusd(&mut self) {
         self.stop_plexusd();
         self.start_plexusd();
+    }
+
+    /// `plexusd inspect ARGS` against this node's socket, as root: stdout, or stderr on failure.
+    pub fn inspect(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::new(binaries::plexusd())
+            .arg("inspect")
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("run plexusd inspect");
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+
+    /// `plexusd inspect -o json` for one pod.
+    pub fn inspect_json(&self, pod: &Pod) -> Value {
+        let pod = format!("{}/{}", pod.namespace, pod.name);
+        let text = self
+            .inspect(&["--pod", &pod, "-o", "json"])
+            .unwrap_or_else(|e| panic!("plexusd inspect failed: {e}"));
+        serde_json::from_str(&text).expect("inspect JSON")
     }
 
     /// A GET on plexusd's socket: status code and body.
@@ -579,13 +607,14 @@ impl Node {
         found
     }
 
-    /// Record files in the store.
+    /// Record files in the store (not the marks of pods adopted from Multus, in `adopted/`).
     pub fn records(&self) -> Vec<String> {
         let mut found: Vec<String> = std::fs::read_dir(self.records_dir())
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "adopted")
             .collect();
         found.sort();
         found

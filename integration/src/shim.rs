@@ -48,7 +48,12 @@ pub struct CniEnv {
 }
 
 pub fn exec(env: &CniEnv, stdin: &str) -> ShimOutput {
-    let mut command = Command::new(crate::binaries::shim());
+    exec_at(&crate::binaries::shim(), env, stdin)
+}
+
+/// Runs the shim at `binary` (one installed into a CNI bin dir, say) as a runtime does.
+pub fn exec_at(binary: &std::path::Path, env: &CniEnv, stdin: &str) -> ShimOutput {
+    let mut command = Command::new(binary);
     command
         .env_clear()
         .env("CNI_COMMAND", &env.command)

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{Error, Plexus, Result};
-use crate::attach::{self, AttachError, Target};
+use crate::attach::{self, Added, AttachError, Target};
+use crate::clock::Timestamp;
 use crate::cni::{CniError, CniResult, code};
 use crate::devices::devinfo;
+use crate::failures::Failure;
 use crate::locks::ContainerGuard;
 use crate::names::{ContainerId, IfName, PodKey};
 use crate::netlink;
@@ -20,8 +22,17 @@ use crate::status::{self, NetworkStatus};
 
 impl Plexus {
     /// ADD: attaches every network and returns the result for the runtime. What happened is
-    /// also told to the pod: its network-status and an event per interface or failure.
+    /// also told to the pod: its network-status and an event per interface or failure; a
+    /// failure is also kept for `plexusd inspect`.
     pub async fn add(&self, request: &CniRequest) -> Result<Vec<u8>> {
+        let outcome = self.try_add(request).await;
+        if let Err(error) = &outcome {
+            self.remember_failure(request, error);
+        }
+        outcome
+    }
+
+    async fn try_add(&self, request: &CniRequest) -> Result<Vec<u8>> {
         let (id, ifname) = Self::attachment_of(request)?;
         let container = self.locks.lock(id).await;
         let gc = Arc::clone(&self.gc_gate).read_owned().await;
@@ -77,11 +88,14 @@ impl Plexus {
         pod: Option<&PodInfo>,
     ) -> Result<(Vec<u8>, PodRecord)> {
         let delegates = self.resolve(request, ifname, pod_key, pod).await?;
+        let runtime_uid = request.args.get("K8S_POD_UID").map(str::to_owned);
         let mut record = PodRecord {
             container_id: id.clone(),
             ifname: ifname.clone(),
             netns: request.netns.clone(),
             pod: pod_key.cloned(),
+            pod_uid: runtime_uid.or_else(|| pod.and_then(|p| p.uid.clone())),
+            adopted: None,
             runtime_version: request.conf.cni_version,
             attachments: delegates
                 .iter()
@@ -98,16 +112,18 @@ impl Plexus {
             container_id: id.as_str(),
             netns: &request.netns,
         };
-        let results = match self.attach_and_route(&delegates, target).await {
-            Ok(results) => results,
+        let added = match self.attach_and_route(&delegates, target).await {
+            Ok(added) => added,
             Err((error, leftovers)) => {
                 self.keep_only(record, leftovers)?;
                 return Err(error);
             }
         };
+        let results: Vec<Value> = added.iter().map(|a| a.result.clone()).collect();
         let (reply, statuses) = self.report(request, &delegates, &results)?;
-        for (attachment, result) in record.attachments.iter_mut().zip(results) {
-            attachment.result = Some(result);
+        for (attachment, added) in record.attachments.iter_mut().zip(added) {
+            attachment.result = Some(added.result);
+            attachment.attached = Some(added.attached);
         }
         record.network_status = statuses;
         Ok((reply, record))
@@ -130,6 +146,25 @@ impl Plexus {
             };
             Arc::clone(&self.source).publish_event(pod, uid, event);
         }
+    }
+
+    /// Keeps a failed ADD for `plexusd inspect`: after its rollback there may be no record
+    /// left to say why the pod has no network.
+    fn remember_failure(&self, request: &CniRequest, error: &Error) {
+        let Some(container_id) = request.container_id.clone() else {
+            return;
+        };
+        let answer = error.to_cni();
+        self.failures.remember(Failure {
+            at: Timestamp::now(),
+            container_id,
+            pod: request.args.pod().ok().flatten(),
+            uid: request.args.get("K8S_POD_UID").map(str::to_owned),
+            netns: request.netns.clone(),
+            code: answer.code,
+            message: answer.msg,
+            details: answer.details,
+        });
     }
 
     fn tell_pod_failed(&self, pod: &PodKey, uid: Option<&str>, error: &Error) {
@@ -159,11 +194,12 @@ impl Plexus {
         &self,
         delegates: &[Delegate],
         target: Target<'_>,
-    ) -> Result<Vec<Value>, (Error, Vec<Attachment>)> {
+    ) -> Result<Vec<Added>, (Error, Vec<Attachment>)> {
         let exec = self.executor.as_ref();
-        let results = attach::attach_all(exec, delegates, target)
+        let added = attach::attach_all_timed(exec, delegates, target)
             .await
             .map_err(|failure| (Error::Attach(failure.error), failure.leftovers))?;
+        let results: Vec<Value> = added.iter().map(|a| a.result.clone()).collect();
         if let Err(error) = self
             .move_default_route(delegates, &results, target.netns)
             .await
@@ -171,12 +207,12 @@ impl Plexus {
             let done = delegates
                 .iter()
                 .cloned()
-                .zip(results)
-                .map(|(d, r)| Attachment::added(d, r));
+                .zip(added)
+                .map(|(d, a)| Attachment::added(d, a.result).at(a.attached));
             let leftovers = attach::rollback(exec, done.collect(), target).await;
             return Err((error, leftovers));
         }
-        Ok(results)
+        Ok(added)
     }
 
     /// After a failed ADD: the record keeps only what the rollback could not remove, so the

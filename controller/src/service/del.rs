@@ -9,12 +9,17 @@ use crate::request::CniRequest;
 use crate::resolve::{self, PodContext};
 
 impl Plexus {
-    /// DEL: undoes whatever the record says was attached. Succeeds for a container never seen.
+    /// DEL: undoes whatever the record says was attached (a container Multus attached gets its
+    /// record from Multus's cache first). Succeeds for a container never seen.
     pub async fn del(&self, request: &CniRequest) -> Result<()> {
         let (id, _) = Self::attachment_of(request)?;
         let _container = self.locks.lock(id).await;
         let _gc = self.gc_gate.read().await;
-        match self.records.load(id)? {
+        let record = match self.records.load(id)? {
+            Some(record) => Some(record),
+            None => self.adopt_for_del(request).await,
+        };
+        match record {
             Some(record) => self.detach_record(record, &request.netns).await,
             None => {
                 self.del_unrecorded(request).await;

@@ -3,13 +3,17 @@
 //! One module per command; `networks` is what ADD resolves a pod's networks with.
 
 mod add;
+mod adopt;
 mod check;
 mod del;
 mod devices;
 mod gc;
+mod inspect;
 mod networks;
 
 use std::sync::Arc;
+
+pub use adopt::{AdoptError, Adopted};
 
 use crate::attach::{AttachError, DetachFailure};
 use crate::cni::{CniError, Executor, code};
@@ -18,6 +22,7 @@ use crate::config::Config;
 use crate::devices::DeviceError;
 use crate::devices::devinfo::DeviceInfoDir;
 use crate::devices::podresources::PodResources;
+use crate::failures::RecentFailures;
 use crate::locks::ContainerLocks;
 use crate::names::{ContainerId, IfName, NameError, Namespace, NetworkRef};
 use crate::netlink::NetlinkError;
@@ -170,6 +175,8 @@ pub struct Plexus {
     locks: ContainerLocks,
     /// GC excludes ADD and DEL (CNI §3 Lifecycle, exception): they hold it shared, GC alone.
     gc_gate: Arc<tokio::sync::RwLock<()>>,
+    /// The last failed ADDs, for `plexusd inspect`.
+    failures: RecentFailures,
 }
 
 impl Plexus {
@@ -195,6 +202,7 @@ impl Plexus {
             devinfo,
             locks: ContainerLocks::default(),
             gc_gate: Default::default(),
+            failures: RecentFailures::default(),
         })
     }
 

@@ -207,7 +207,7 @@ impl Plexus {
         Ok(network)
     }
 
-    async fn settle_version(&self, network: Unversioned) -> Result<Network> {
+    pub(super) async fn settle_version(&self, network: Unversioned) -> Result<Network> {
         let supported = match network.version {
             Some(_) => Vec::new(),
             None => {

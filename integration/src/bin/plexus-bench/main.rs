@@ -182,14 +182,14 @@ fn run(args: &Args) -> Result<()> {
             &world::nets(&node, 1),
             args.rounds,
         )?;
-        let api = match kube.then(|| node.fixture()).flatten() {
+        let api = match kube.then(|| node.cluster().fixture()).flatten() {
             Some(api) => {
                 progress("kube source: API requests per warm ADD");
                 Some(measure::api_traffic(&node, api, &cases, 3)?)
             }
             None => None,
         };
-        let devices = match kube.then(|| node.fixture()).flatten() {
+        let devices = match kube.then(|| node.cluster().fixture()).flatten() {
             Some(_) => {
                 progress("kube source: API requests per warm ADD with a device");
                 Some(device_api_traffic(3)?)
@@ -654,6 +654,7 @@ fn device_api_traffic(times: usize) -> Result<DeviceTraffic> {
     let from_plugin = Pod::new(world::NAMESPACE, "dev-plugin");
     let node = world::device_node(&from_claim, &from_plugin);
     let api = node
+        .cluster()
         .fixture()
         .ok_or("the device check needs the test API server")?;
     let mut out = Vec::new();
