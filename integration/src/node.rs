@@ -309,18 +309,37 @@ impl Node {
 
     /// Waits until plexusd's /readyz body contains `text` (e.g. `nads=2 `, `degraded`).
     pub fn wait_for_readyz(&self, text: &str, timeout: Duration) -> String {
+        self.wait_for_readyz_where(text, timeout, |body| body.contains(text))
+    }
+
+    /// Waits until plexusd's /readyz counts exactly `nads` NADs and `pods` pods, whatever else
+    /// it counts (claims, slices) and in whatever order.
+    pub fn wait_for_counts(&self, nads: usize, pods: usize, timeout: Duration) -> String {
+        let wanted = [format!("nads={nads}"), format!("pods={pods}")];
+        self.wait_for_readyz_where(&wanted.join(" "), timeout, |body| {
+            let words: Vec<&str> = body.split_whitespace().collect();
+            wanted.iter().all(|w| words.contains(&w.as_str()))
+        })
+    }
+
+    fn wait_for_readyz_where(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         let mut last = None;
         while Instant::now() < deadline {
             last = self.get("/readyz");
             if let Some((_, body)) = &last
-                && body.contains(text)
+                && done(body)
             {
                 return body.clone();
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("/readyz never said {text:?}; last: {last:?}");
+        panic!("/readyz never said {what:?}; last: {last:?}");
     }
 
     pub fn socket(&self) -> PathBuf {

@@ -47,7 +47,7 @@ fn cached_nads(node: &Node) -> usize {
 
 /// Waits until plexusd's caches hold `nads` NADs and `pods` of this node's pods.
 fn wait_for_cache(node: &Node, nads: usize, pods: usize) {
-    node.wait_for_readyz(&format!(" nads={nads} pods={pods}\n"), SYNC);
+    node.wait_for_counts(nads, pods, SYNC);
 }
 
 fn kube_node() -> Node {
