@@ -38,6 +38,8 @@ pub mod selection;
 pub mod server;
 /// The CNI commands end to end.
 pub mod service;
+/// The socket's gate: caller credentials, connection and request limits, read timeouts.
+pub mod socket;
 /// Where NADs and pods come from.
 pub mod source;
 /// network-status entries and the runtime's merged result.

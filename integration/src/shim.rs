@@ -49,7 +49,19 @@ pub struct CniEnv {
 }
 
 pub fn exec(env: &CniEnv, stdin: &str) -> ShimOutput {
-    let mut child = Command::new(crate::binaries::shim())
+    exec_with(Command::new(crate::binaries::shim()), env, stdin)
+}
+
+/// As [`exec`], with the shim running as `uid` (a runtime, or anyone else, that is not root).
+pub fn exec_as(uid: u32, env: &CniEnv, stdin: &str) -> ShimOutput {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(crate::binaries::shim());
+    command.uid(uid).gid(uid);
+    exec_with(command, env, stdin)
+}
+
+fn exec_with(mut command: Command, env: &CniEnv, stdin: &str) -> ShimOutput {
+    let mut child = command
         .env_clear()
         .env("CNI_COMMAND", &env.command)
         .env("CNI_CONTAINERID", &env.container_id)

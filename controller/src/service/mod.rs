@@ -180,6 +180,10 @@ impl Plexus {
         })
     }
 
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
     pub fn source(&self) -> &dyn Source {
         self.source.as_ref()
     }

@@ -13,3 +13,4 @@ mod kube;
 mod lifecycle;
 mod metrics;
 mod shim;
+mod socket;
