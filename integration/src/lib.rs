@@ -11,6 +11,7 @@ pub mod netns;
 pub mod node;
 pub mod overlay;
 pub mod pod;
+pub mod records_mount;
 pub mod shim;
 
 pub use netns::Netns;

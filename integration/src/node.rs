@@ -12,6 +12,7 @@ use tempfile::TempDir;
 
 use crate::apiserver::ApiServer;
 use crate::cluster::Cluster;
+use crate::records_mount::RecordsMount;
 use crate::shim::{self, CniEnv, ShimOutput};
 use crate::{Netns, Pod, binaries};
 
@@ -28,9 +29,17 @@ pub struct NodeBuilder {
     kube: bool,
     real_cluster: Option<PathBuf>,
     rust_log: String,
+    records_tmpfs: Option<u64>,
 }
 
 impl NodeBuilder {
+    /// The records directory on a tmpfs of `size_kib` in a private mount namespace that
+    /// plexusd runs in, so the test can fill it or make it read-only (`Node::records_mount`).
+    pub fn records_tmpfs(mut self, size_kib: u64) -> Self {
+        self.records_tmpfs = Some(size_kib);
+        self
+    }
+
     /// plexusd's `RUST_LOG`; `debug` unless set (the bench runs it at plexusd's default, `info`).
     pub fn rust_log(mut self, filter: &str) -> Self {
         self.rust_log = filter.to_owned();
@@ -110,12 +119,17 @@ impl NodeBuilder {
             api,
             name: crate::unique("node-"),
             rust_log: self.rust_log,
+            records_mount: None,
         };
         if node.api.is_some() {
             node.connect_to_api();
         }
         for sub in ["net.d", "manifests", "records", "ipam", "bin"] {
             std::fs::create_dir_all(node.dir.path().join(sub)).expect("mkdir");
+        }
+        if let Some(size_kib) = self.records_tmpfs {
+            let mount_point = node.dir().join("records-fs");
+            node.records_mount = Some(RecordsMount::new(&mount_point, size_kib));
         }
         for (name, script) in &self.plugins {
             use std::os::unix::fs::PermissionsExt;
@@ -165,6 +179,8 @@ pub struct Node {
     /// This node's name in the API server.
     name: String,
     rust_log: String,
+    /// The tmpfs the records live on, for a node built with `records_tmpfs`.
+    records_mount: Option<RecordsMount>,
 }
 
 impl Node {
@@ -179,6 +195,7 @@ impl Node {
             kube: false,
             real_cluster: None,
             rust_log: "debug".to_owned(),
+            records_tmpfs: None,
         }
     }
 
@@ -285,8 +302,28 @@ impl Node {
         self.dir().join("ipam")
     }
 
+    /// The records directory as this process reaches it.
     pub fn records_dir(&self) -> PathBuf {
-        self.dir().join("records")
+        let dir = self.plexusd_records_dir();
+        match &self.records_mount {
+            Some(mount) => mount.seen_from_here(&dir),
+            None => dir,
+        }
+    }
+
+    /// The records directory as plexusd names it (its config's `recordsDir`).
+    pub fn plexusd_records_dir(&self) -> PathBuf {
+        match &self.records_mount {
+            Some(_) => self.dir().join("records-fs").join("records"),
+            None => self.dir().join("records"),
+        }
+    }
+
+    /// The tmpfs under the records, for a node built with `records_tmpfs`.
+    pub fn records_mount(&self) -> &RecordsMount {
+        self.records_mount
+            .as_ref()
+            .expect("a node built with .records_tmpfs()")
     }
 
     fn fill(&self, text: &str) -> String {
@@ -313,10 +350,11 @@ impl Node {
     fn start_plexusd(&mut self) {
         let dir = self.dir().to_path_buf();
         let mut config = format!(
-            "socketPath: {sock}\ncniConfDir: {d}/net.d\ncniBinDirs: [{d}/bin, {bin}]\nrecordsDir: {d}/records\nmanifestDir: {d}/manifests\ndelegateTimeoutSeconds: 20\n",
+            "socketPath: {sock}\ncniConfDir: {d}/net.d\ncniBinDirs: [{d}/bin, {bin}]\nrecordsDir: {records}\nmanifestDir: {d}/manifests\ndelegateTimeoutSeconds: 20\n",
             sock = self.socket().display(),
             d = dir.display(),
             bin = binaries::CNI_BIN_DIR,
+            records = self.plexusd_records_dir().display(),
         );
         for line in &self.config {
             config.push_str(line);
@@ -328,7 +366,11 @@ impl Node {
             .append(true)
             .open(dir.join("plexusd.log"))
             .expect("log file");
-        let child = Command::new("ip")
+        let mut command = match &self.records_mount {
+            Some(mount) => mount.command("ip"),
+            None => Command::new("ip"),
+        };
+        let child = command
             .args(["netns", "exec", self.netns.name()])
             .arg(binaries::plexusd())
             .arg("--config")

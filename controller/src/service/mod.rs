@@ -77,6 +77,11 @@ pub enum Error {
     NoGateway { network: String },
     #[error(transparent)]
     Records(#[from] RecordError),
+    #[error("cannot write to the records directory {dir}, so nothing was attached: {source}")]
+    RecordsUnwritable {
+        dir: std::path::PathBuf,
+        source: RecordError,
+    },
     #[error("{} of the pod's attachments could not be deleted: {}", .0.len(), join(.0))]
     Detach(Vec<DetachFailure>),
     #[error("container {0} has no attachments to check")]
@@ -118,7 +123,9 @@ impl Error {
             Self::Source { .. } => code::TRY_AGAIN_LATER,
             Self::Resolve(e) => e.cni_code(),
             Self::Attach(e) => e.cni_code(),
-            Self::DefaultRoute { .. } | Self::Records(_) => code::IO_FAILURE,
+            Self::DefaultRoute { .. } | Self::Records(_) | Self::RecordsUnwritable { .. } => {
+                code::IO_FAILURE
+            }
             Self::Detach(failures) => failures
                 .first()
                 .map_or(code::INTERNAL, |f| f.error.cni_code()),
@@ -139,7 +146,7 @@ impl Error {
             Self::Resolve(_) => "resolve",
             Self::Attach(_) => "delegate",
             Self::DefaultRoute { .. } | Self::NoGateway { .. } => "default_route",
-            Self::Records(_) => "records",
+            Self::Records(_) | Self::RecordsUnwritable { .. } => "records",
             Self::Detach(_) => "detach",
             Self::UnknownContainer(_) => "unknown_container",
             Self::NotReady(_) => "not_ready",

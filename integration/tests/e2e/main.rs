@@ -7,6 +7,7 @@ mod add;
 mod annotations;
 mod conflist;
 mod cri;
+mod disk;
 mod failures;
 mod flannel2;
 mod kube;
