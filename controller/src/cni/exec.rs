@@ -173,6 +173,23 @@ impl PluginExecutor {
             // Its own process group, so the deadline can kill whatever the plugin started too.
             .process_group(0)
             .kill_on_drop(true);
+        let plexusd = nix::unistd::getpid();
+        // SAFETY: the closure runs in the child between fork and exec, and makes only
+        // async-signal-safe calls (prctl, getppid).
+        unsafe {
+            command.pre_exec(move || {
+                // A delegate outlives a plexusd that is killed (kill_on_drop needs plexusd
+                // alive), and one that hangs would run forever: the kernel kills it instead.
+                // The signal comes when the thread that forked exits; that is a tokio worker,
+                // which lives as long as plexusd.
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(io::Error::from)?;
+                // plexusd died between the fork and the prctl: no signal will come.
+                if nix::unistd::getppid() != plexusd {
+                    return Err(io::Error::other("plexusd exited"));
+                }
+                Ok(())
+            });
+        }
         command.spawn()
     }
 

@@ -63,7 +63,7 @@ fn del_without_a_netns_still_releases_the_addresses() {
 #[test]
 fn del_after_a_plexusd_restart_cleans_everything() {
     let web = Pod::new("tenant", "web");
-    let mut node = node_with_data_network(&[&web]);
+    let node = node_with_data_network(&[&web]);
     node.add(&web).result();
     node.kill_plexusd();
     node.restart_plexusd();
@@ -128,7 +128,7 @@ fn gc_deletes_the_attachments_missing_from_the_valid_list() {
 #[test]
 fn a_crash_after_the_intent_was_written_is_cleaned_by_del() {
     let web = Pod::new("tenant", "web");
-    let mut node = node_with_data_network(&[&web]);
+    let node = node_with_data_network(&[&web]);
     node.add(&web).result();
     // The results are recorded just after the reply; the read-back waits for that.
     node.network_status(&web);
@@ -189,4 +189,58 @@ fn del_of_a_pod_attached_before_plexus_releases_its_cluster_address() {
         node.ipam_allocations()
     );
     assert!(old.link_names().is_empty());
+}
+
+#[test]
+fn a_delegate_still_running_when_plexusd_is_killed_dies_with_it_and_del_cleans_up() {
+    // Found by the soak: a delegate that hung while plexusd was SIGKILLed ran on forever.
+    let web = Pod::new("tenant", "web");
+    let stuck = r#"cat >/dev/null
+case "$CNI_COMMAND" in
+  ADD) echo $$ > @DIR@/stuck.pid; exec sleep 120 ;;
+esac"#;
+    let node = plexus_integration::Node::builder()
+        .plugin("stuck", stuck)
+        .manifest(
+            "n.yaml",
+            &nad(
+                "tenant",
+                "stuck",
+                &serde_json::json!({"cniVersion": "1.0.0", "name": "stuck", "type": "stuck"}),
+            ),
+        )
+        .manifest("p.yaml", &pod(&web, "stuck"))
+        .start();
+    let pid_file = node.dir().join("stuck.pid");
+    std::thread::scope(|scope| {
+        let add = scope.spawn(|| node.add(&web));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::read_to_string(&pid_file).map_or(true, |p| p.trim().is_empty()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the delegate never ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        node.kill_plexusd();
+        assert!(!add.join().unwrap().success());
+    });
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let gone = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    });
+    assert!(gone, "delegate {pid} outlived plexusd");
+    // The cluster network's ADD had run before: the intent lets DEL undo it.
+    node.start_plexusd();
+    assert!(node.del(&web).success());
+    assert!(web.link_names().is_empty());
+    node.assert_clean();
 }
