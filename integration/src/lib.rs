@@ -13,6 +13,7 @@ pub mod overlay;
 pub mod pod;
 pub mod records_mount;
 pub mod shim;
+pub mod soak;
 
 pub use netns::Netns;
 pub use node::{Node, NodeBuilder};

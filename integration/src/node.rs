@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -30,6 +31,7 @@ pub struct NodeBuilder {
     real_cluster: Option<PathBuf>,
     rust_log: String,
     records_tmpfs: Option<u64>,
+    delegate_timeout_seconds: u64,
 }
 
 impl NodeBuilder {
@@ -37,6 +39,12 @@ impl NodeBuilder {
     /// plexusd runs in, so the test can fill it or make it read-only (`Node::records_mount`).
     pub fn records_tmpfs(mut self, size_kib: u64) -> Self {
         self.records_tmpfs = Some(size_kib);
+        self
+    }
+
+    /// plexusd's `delegateTimeoutSeconds` (20 unless set).
+    pub fn delegate_timeout_seconds(mut self, seconds: u64) -> Self {
+        self.delegate_timeout_seconds = seconds;
         self
     }
 
@@ -112,7 +120,7 @@ impl NodeBuilder {
             (None, false) => None,
         };
         let mut node = Node {
-            plexusd: None,
+            plexusd: Mutex::new(None),
             netns,
             dir,
             config: self.config,
@@ -120,6 +128,7 @@ impl NodeBuilder {
             name: crate::unique("node-"),
             rust_log: self.rust_log,
             records_mount: None,
+            delegate_timeout_seconds: self.delegate_timeout_seconds,
         };
         if node.api.is_some() {
             node.connect_to_api();
@@ -170,7 +179,8 @@ fn default_cluster() -> Value {
 }
 
 pub struct Node {
-    plexusd: Option<Child>,
+    /// Behind a lock, so that one thread can kill and restart plexusd while others call it.
+    plexusd: Mutex<Option<Child>>,
     pub netns: Netns,
     dir: TempDir,
     config: Vec<String>,
@@ -181,6 +191,7 @@ pub struct Node {
     rust_log: String,
     /// The tmpfs the records live on, for a node built with `records_tmpfs`.
     records_mount: Option<RecordsMount>,
+    delegate_timeout_seconds: u64,
 }
 
 impl Node {
@@ -196,6 +207,7 @@ impl Node {
             real_cluster: None,
             rust_log: "debug".to_owned(),
             records_tmpfs: None,
+            delegate_timeout_seconds: 20,
         }
     }
 
@@ -347,14 +359,16 @@ impl Node {
         std::fs::remove_file(self.dir().join("manifests").join(file)).expect("remove manifest");
     }
 
-    fn start_plexusd(&mut self) {
+    /// Starts plexusd (after `kill_plexusd` or `stop_plexusd`) and waits until it is ready.
+    pub fn start_plexusd(&self) {
         let dir = self.dir().to_path_buf();
         let mut config = format!(
-            "socketPath: {sock}\ncniConfDir: {d}/net.d\ncniBinDirs: [{d}/bin, {bin}]\nrecordsDir: {records}\nmanifestDir: {d}/manifests\ndelegateTimeoutSeconds: 20\n",
+            "socketPath: {sock}\ncniConfDir: {d}/net.d\ncniBinDirs: [{d}/bin, {bin}]\nrecordsDir: {records}\nmanifestDir: {d}/manifests\ndelegateTimeoutSeconds: {timeout}\n",
             sock = self.socket().display(),
             d = dir.display(),
             bin = binaries::CNI_BIN_DIR,
             records = self.plexusd_records_dir().display(),
+            timeout = self.delegate_timeout_seconds,
         );
         for line in &self.config {
             config.push_str(line);
@@ -381,14 +395,19 @@ impl Node {
             .stderr(log)
             .spawn()
             .expect("start plexusd");
-        self.plexusd = Some(child);
+        *self.child() = Some(child);
         self.wait_ready();
     }
 
-    fn wait_ready(&mut self) {
+    fn child(&self) -> MutexGuard<'_, Option<Child>> {
+        self.plexusd.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some(Ok(Some(status))) = self.plexusd.as_mut().map(Child::try_wait) {
+            let exited = self.child().as_mut().map(Child::try_wait);
+            if let Some(Ok(Some(status))) = exited {
                 panic!("plexusd exited with {status}: {}", self.log());
             }
             if self.get("/readyz").is_some_and(|(status, _)| status == 200) {
@@ -401,7 +420,7 @@ impl Node {
 
     /// The running plexusd's PID (`ip netns exec` execs it, so its child is plexusd itself).
     pub fn plexusd_pid(&self) -> Option<u32> {
-        self.plexusd.as_ref().map(Child::id)
+        self.child().as_ref().map(Child::id)
     }
 
     /// plexusd's log so far.
@@ -410,21 +429,23 @@ impl Node {
     }
 
     /// Stops plexusd (SIGTERM, then SIGKILL), by its PID.
-    pub fn stop_plexusd(&mut self) {
-        if let Some(child) = self.plexusd.take() {
+    pub fn stop_plexusd(&self) {
+        let child = self.child().take();
+        if let Some(child) = child {
             crate::stop(child, Duration::from_secs(5));
         }
     }
 
     /// Kills plexusd without warning, as a crash would.
-    pub fn kill_plexusd(&mut self) {
-        if let Some(mut child) = self.plexusd.take() {
+    pub fn kill_plexusd(&self) {
+        let child = self.child().take();
+        if let Some(mut child) = child {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    pub fn restart_plexusd(&mut self) {
+    pub fn restart_plexusd(&self) {
         self.stop_plexusd();
         self.start_plexusd();
     }
@@ -502,6 +523,16 @@ impl Node {
 
     pub fn check(&self, pod: &Pod) -> ShimOutput {
         self.cni("CHECK", pod, &self.plexus_conf("1.1.0"))
+    }
+
+    /// STATUS (CNI 1.1): whether plexusd can serve ADD.
+    pub fn status(&self) -> ShimOutput {
+        let env = CniEnv {
+            command: "STATUS".into(),
+            path: binaries::CNI_BIN_DIR.into(),
+            ..Default::default()
+        };
+        shim::exec(&env, &self.plexus_conf("1.1.0").to_string())
     }
 
     /// GC with the given pods as the still-valid attachments.

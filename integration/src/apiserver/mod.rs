@@ -213,6 +213,12 @@ impl ApiServer {
         self.shared.lock().rv
     }
 
+    /// While `true`, every request (watches included) is answered 500 InternalError, as an
+    /// API server whose storage is failing would; open watches keep streaming.
+    pub fn fail_requests(&self, failing: bool) {
+        self.shared.lock().failing = failing;
+    }
+
     /// Makes every resourceVersion handed out so far too old: open watches get a 410 ERROR
     /// event and end, and a watch resuming from an older version gets the same.
     pub fn compact(&self) {

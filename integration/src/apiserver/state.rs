@@ -182,6 +182,8 @@ pub(crate) struct State {
     /// Changes with rv > `compacted`, in rv order.
     pub history: VecDeque<Change>,
     pub token: Option<String>,
+    /// Every request is answered 500 while set (`ApiServer::fail_requests`).
+    pub failing: bool,
     pub counters: BTreeMap<String, Counters>,
     pub requests: Vec<String>,
     next_uid: u64,
@@ -208,6 +210,7 @@ impl State {
                 ResourceInfo::new("", "v1", "namespaces", "Namespace", false),
                 ResourceInfo::new("", "v1", "nodes", "Node", false),
             ],
+            failing: false,
             objects: BTreeMap::new(),
             history: VecDeque::new(),
             token: None,

@@ -507,3 +507,21 @@ fn watches_get_bookmarks_and_a_410_for_a_compacted_version() {
         eventually("after the initial events", || names(&store) == ["p", "q"]).await;
     });
 }
+
+#[test]
+fn a_failing_server_answers_500_until_it_recovers() {
+    let world = World::new();
+    let list = || {
+        world.run(|client| async move {
+            Api::<Pod>::all(client)
+                .list(&Default::default())
+                .await
+                .map(|list| list.items.len())
+        })
+    };
+    world.api.fail_requests(true);
+    let error = list().unwrap_err();
+    assert!(format!("{error:?}").contains("500"), "{error:?}");
+    world.api.fail_requests(false);
+    assert_eq!(list().unwrap(), 0);
+}
