@@ -94,11 +94,14 @@ impl RecordsMount {
 
     /// Fills the tmpfs to the last block: every write under it fails with ENOSPC.
     pub fn fill(&self) {
-        let mut file = std::fs::OpenOptions::new()
+        // A read-only disk cannot be filled, and needs not be.
+        let Ok(mut file) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.filler())
-            .expect("open the filler");
+        else {
+            return;
+        };
         let block = vec![0u8; 4096];
         while file.write_all(&block).is_ok() {}
         // The last partial block, byte by byte.
@@ -110,18 +113,25 @@ impl RecordsMount {
         let _ = std::fs::remove_file(self.filler());
     }
 
-    pub fn set_read_only(&self, read_only: bool) {
+    /// Makes the tmpfs read-only or writable again. `mount -o remount` also flags the mount
+    /// itself, and a mount namespace made while it was read-only (plexusd's, by `ip netns
+    /// exec`, when it started then) keeps that flag: `also_in` names such a process, whose
+    /// namespace is made writable too.
+    pub fn set_read_only(&self, read_only: bool, also_in: Option<u32>) {
         let options = if read_only {
             "remount,ro"
         } else {
             "remount,rw"
         };
-        self.nsenter(&[
-            "mount",
-            "-o",
-            options,
-            &self.mount_point.display().to_string(),
-        ]);
+        let mount_point = self.mount_point.display().to_string();
+        self.nsenter(&["mount", "-o", options, &mount_point]);
+        if let (false, Some(pid)) = (read_only, also_in) {
+            // Best effort: the process may be gone, or its mount writable already.
+            let _ = Command::new("nsenter")
+                .args(["-t", &pid.to_string(), "-m", "--"])
+                .args(["mount", "-o", options, &mount_point])
+                .output();
+        }
     }
 }
 

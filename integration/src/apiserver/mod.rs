@@ -245,7 +245,9 @@ impl ApiServer {
 
     /// Serves again, on the same port and with the same state.
     pub fn resume(&self) {
-        if self.acceptor.lock().expect("acceptor").is_some() {
+        // Held throughout, so that two threads resuming at once bind the port only once.
+        let mut acceptor = self.acceptor.lock().expect("acceptor");
+        if acceptor.is_some() {
             return;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -259,14 +261,18 @@ impl ApiServer {
                 Err(e) => panic!("rebind the test API server on port {}: {e}", self.port),
             }
         };
-        self.serve(listener);
+        *acceptor = Some(self.accept(listener));
     }
 
     fn serve(&self, listener: TcpListener) {
+        let handle = self.accept(listener);
+        *self.acceptor.lock().expect("acceptor") = Some(handle);
+    }
+
+    fn accept(&self, listener: TcpListener) -> JoinHandle<()> {
         let shared = self.shared.clone();
         let runtime = self.runtime.as_ref().expect("runtime");
-        let handle = runtime.spawn(accept_loop(listener, shared));
-        *self.acceptor.lock().expect("acceptor") = Some(handle);
+        runtime.spawn(accept_loop(listener, shared))
     }
 }
 

@@ -80,12 +80,16 @@ pub fn soak(options: &Options) -> Tally {
     total
 }
 
-fn panicked(seed: u64, panic: &(dyn std::any::Any + Send)) -> Tally {
-    let message = panic
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
         .downcast_ref::<String>()
         .cloned()
         .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "a panic".to_owned());
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+fn panicked(seed: u64, panic: &(dyn std::any::Any + Send)) -> Tally {
+    let message = panic_message(panic);
     Tally {
         runs: 1,
         violations: vec![Violation {

@@ -36,10 +36,14 @@ impl std::fmt::Display for Violation {
 }
 
 /// Calls made, by CNI command (and the runtime's intent, e.g. `DEL again`).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Outcomes {
     pub ok: u64,
     pub failed: u64,
+    /// Failures by the CNI code answered.
+    pub codes: BTreeMap<u64, u64>,
+    /// One error message per code, to tell what the failures were.
+    pub samples: BTreeMap<u64, String>,
 }
 
 /// One run's or all runs' tally.
@@ -54,12 +58,16 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn operation(&mut self, kind: &str, ok: bool) {
+    /// Counts a call; a failure with the code and message of its CNI error.
+    pub fn operation(&mut self, kind: &str, failure: Option<(u64, &str)>) {
         let entry = self.operations.entry(kind.to_owned()).or_default();
-        if ok {
-            entry.ok += 1;
-        } else {
-            entry.failed += 1;
+        match failure {
+            None => entry.ok += 1,
+            Some((code, msg)) => {
+                entry.failed += 1;
+                *entry.codes.entry(code).or_default() += 1;
+                entry.samples.entry(code).or_insert_with(|| msg.to_owned());
+            }
         }
     }
 
@@ -75,6 +83,12 @@ impl Tally {
             let entry = self.operations.entry(kind).or_default();
             entry.ok += o.ok;
             entry.failed += o.failed;
+            for (code, n) in o.codes {
+                *entry.codes.entry(code).or_default() += n;
+            }
+            for (code, msg) in o.samples {
+                entry.samples.entry(code).or_insert(msg);
+            }
         }
         for (label, n) in other.faults {
             *self.faults.entry(label).or_default() += n;
@@ -86,7 +100,16 @@ impl Tally {
         let operations: serde_json::Map<String, Value> = self
             .operations
             .iter()
-            .map(|(k, o)| (k.clone(), json!({"ok": o.ok, "failed": o.failed})))
+            .map(|(k, o)| {
+                let codes: BTreeMap<String, u64> =
+                    o.codes.iter().map(|(c, n)| (c.to_string(), *n)).collect();
+                let samples: BTreeMap<String, &String> =
+                    o.samples.iter().map(|(c, m)| (c.to_string(), m)).collect();
+                (
+                    k.clone(),
+                    json!({"ok": o.ok, "failed": o.failed, "failed_by_code": codes, "failure_samples": samples}),
+                )
+            })
             .collect();
         json!({
             "base_seed": base_seed,
@@ -108,9 +131,20 @@ impl Tally {
             "runs: {} ({} with the kube source), steps: {}, wall time: {:.0} s",
             self.runs, self.kube_runs, self.steps, wall_seconds
         );
-        let _ = writeln!(out, "\n{:<28} {:>8} {:>8}", "operation", "ok", "failed");
+        let _ = writeln!(
+            out,
+            "\n{:<36} {:>7} {:>7}  {}",
+            "operation", "ok", "failed", "failed by CNI code"
+        );
         for (kind, o) in &self.operations {
-            let _ = writeln!(out, "{kind:<28} {:>8} {:>8}", o.ok, o.failed);
+            let codes: Vec<String> = o.codes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+            let _ = writeln!(
+                out,
+                "{kind:<36} {:>7} {:>7}  {}",
+                o.ok,
+                o.failed,
+                codes.join(", ")
+            );
         }
         let _ = writeln!(out, "\n{:<36} {:>8}", "fault", "count");
         for (label, n) in &self.faults {

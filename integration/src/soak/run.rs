@@ -87,7 +87,13 @@ pub fn run(seed: u64, options: &Options) -> Tally {
                 loop {
                     let index = next.fetch_add(1, Ordering::SeqCst);
                     let Some(step) = steps.get(index) else { break };
-                    run.execute(index, *step);
+                    let executed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        run.execute(index, *step)
+                    }));
+                    if let Err(panic) = executed {
+                        let detail = format!("{step:?}: {}", super::panic_message(panic.as_ref()));
+                        run.violation(Some(index), "step_failed", detail);
+                    }
                 }
             });
         }
@@ -122,7 +128,16 @@ fn keep_log(world: &World, seed: u64, options: &Options) {
 }
 
 impl Run<'_> {
-    fn violation(&self, step: Option<usize>, kind: &'static str, detail: String) {
+    fn violation(&self, step: Option<usize>, kind: &'static str, mut detail: String) {
+        // A panic from the test world may carry all of plexusd's log; the run's log is kept.
+        if detail.len() > 2000 {
+            let cut = (0..=2000)
+                .rev()
+                .find(|&i| detail.is_char_boundary(i))
+                .unwrap_or(0);
+            detail.truncate(cut);
+            detail.push_str(" …");
+        }
         let violation = Violation {
             seed: self.seed,
             step,
@@ -135,7 +150,12 @@ impl Run<'_> {
 
     /// Counts a call and checks that its reply is a CNI answer.
     fn record(&self, step: Option<usize>, kind: &str, output: &ShimOutput) {
-        lock(&self.tally).operation(kind, output.success());
+        let failure = (!output.success()).then(|| {
+            let error: serde_json::Value = serde_json::from_str(&output.stdout).unwrap_or_default();
+            let msg = error["msg"].as_str().unwrap_or_default().to_owned();
+            (error["code"].as_u64().unwrap_or_default(), msg)
+        });
+        lock(&self.tally).operation(kind, failure.as_ref().map(|(c, m)| (*c, m.as_str())));
         if let Some(problem) = check::reply_problem(output) {
             self.violation(step, "invalid_reply", format!("{kind}: {problem}"));
         }
@@ -238,7 +258,9 @@ impl Run<'_> {
                 continue;
             }
             let links = pod.pod.link_names();
-            let recorded = records.iter().any(|r| r.starts_with(&pod.pod.container_id));
+            // The record, or a temp file of one.
+            let prefix = format!("{}.", pod.pod.container_id);
+            let recorded = records.iter().any(|r| r.starts_with(&prefix));
             if !links.is_empty() || recorded {
                 self.violation(
                     Some(index),
@@ -281,12 +303,15 @@ impl Run<'_> {
                 state.object_deleted = true;
                 world.delete_pod_object(&world.pods[pod]);
             }
-            Fault::ApiPaused => self.with_api(|api| api.pause()),
-            Fault::ApiFailing => self.with_api(|api| api.fail_requests(true)),
-            Fault::ApiCompacted => self.with_api(|api| api.compact()),
+            // Not while plexusd restarts: it only becomes ready against a healthy API server.
+            Fault::ApiPaused => self.between_restarts(|| self.with_api(|api| api.pause())),
+            Fault::ApiFailing => {
+                self.between_restarts(|| self.with_api(|api| api.fail_requests(true)))
+            }
+            Fault::ApiCompacted => self.between_restarts(|| self.with_api(|api| api.compact())),
             Fault::ApiHealed => self.heal_api(),
             Fault::DiskFull => world.node.records_mount().fill(),
-            Fault::DiskReadOnly => world.node.records_mount().set_read_only(true),
+            Fault::DiskReadOnly => world.node.records_mount().set_read_only(true, None),
             Fault::DiskHealed => heal_disk(world),
         }
     }
@@ -295,6 +320,11 @@ impl Run<'_> {
         if let Some(api) = self.world.kube.then(|| self.world.node.fixture()).flatten() {
             f(api);
         }
+    }
+
+    fn between_restarts(&self, f: impl FnOnce()) {
+        let _no_restart = lock(&self.plexusd);
+        f();
     }
 
     fn heal_api(&self) {
@@ -415,6 +445,6 @@ fn network_slot(network: &str) -> usize {
 
 fn heal_disk(world: &World) {
     let mount = world.node.records_mount();
-    mount.set_read_only(false);
+    mount.set_read_only(false, world.node.plexusd_pid());
     mount.drain();
 }

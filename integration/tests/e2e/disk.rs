@@ -59,18 +59,20 @@ fn a_full_records_disk_fails_the_add_before_any_delegate_runs() {
 fn a_read_only_records_disk_fails_the_add_and_a_del_is_retried_until_it_can_finish() {
     let web = Pod::new("tenant", "web");
     let node = node_on_a_small_disk(&web);
-    node.records_mount().set_read_only(true);
+    node.records_mount().set_read_only(true, None);
     assert_refused_before_any_delegate(&node, &web, "Read-only file system");
-    node.records_mount().set_read_only(false);
+    node.records_mount()
+        .set_read_only(false, node.plexusd_pid());
 
     node.add(&web).result();
-    node.records_mount().set_read_only(true);
+    node.records_mount().set_read_only(true, None);
     // The attachments go, but the record cannot: the DEL fails so that the runtime retries.
     let error = node.del(&web).error();
     assert_eq!(error["code"], 5, "{error}");
     assert!(web.link_names().is_empty());
     assert_eq!(node.records().len(), 1);
-    node.records_mount().set_read_only(false);
+    node.records_mount()
+        .set_read_only(false, node.plexusd_pid());
     assert!(node.del(&web).success());
     node.assert_clean();
 }

@@ -14,4 +14,5 @@ mod kube;
 mod lifecycle;
 mod metrics;
 mod shim;
+mod soak;
 mod socket;
