@@ -26,6 +26,9 @@ pub mod names;
 pub mod netlink;
 /// `plexusd probe`: kubelet's exec probe against the unix socket.
 pub mod probe;
+/// Property tests of the parsers, the result conversion and the interface naming.
+#[cfg(test)]
+mod properties;
 /// The on-disk attachment records.
 pub mod records;
 /// The socket protocol's request, parsed at the edge.

@@ -133,8 +133,8 @@ impl Tally {
         );
         let _ = writeln!(
             out,
-            "\n{:<36} {:>7} {:>7}  {}",
-            "operation", "ok", "failed", "failed by CNI code"
+            "\n{:<36} {:>7} {:>7}  failed by CNI code",
+            "operation", "ok", "failed"
         );
         for (kind, o) in &self.operations {
             let codes: Vec<String> = o.codes.iter().map(|(c, n)| format!("{c}: {n}")).collect();
