@@ -175,6 +175,13 @@ impl Config {
         if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
             return Err(format!("{key} must be at least 1"));
         }
+        // A bound, not a target: each slot is a semaphore permit and a file descriptor.
+        const MOST: usize = 1 << 20;
+        if self.socket_max_connections > MOST || self.socket_max_requests > MOST {
+            return Err(format!(
+                "socketMaxConnections and socketMaxRequests must be at most {MOST}"
+            ));
+        }
         // Below this not even a minimal CNI request fits.
         if self.socket_max_request_bytes < 1024 {
             return Err("socketMaxRequestBytes must be at least 1024".into());
@@ -262,6 +269,7 @@ mod tests {
         assert!(parse("socketAllowedUids: []\n").is_err());
         assert!(parse("socketMaxConnections: 0\n").is_err());
         assert!(parse("socketMaxRequests: 0\n").is_err());
+        assert!(parse("socketMaxConnections: 99999999999\n").is_err());
         assert!(parse("socketMaxRequestBytes: 100\n").is_err());
         assert!(parse("socketReadTimeoutSeconds: 0\n").is_err());
         let socket = parse("socketAllowedUids: [0, 1000]\nsocketMaxRequests: 8\n").unwrap();
