@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use plexus_controller::cni::PluginExecutor;
+use plexus_controller::cni::{PluginExecutor, orphans};
 use plexus_controller::config::{Config, LogFormat, SourceKind};
 use plexus_controller::metrics::{Metered, Metrics};
 use plexus_controller::records::RecordStore;
@@ -106,10 +106,12 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     };
     let records = RecordStore::open(&config.records_dir)?;
     let metrics = Arc::new(Metrics::default());
-    let plugins = Arc::new(PluginExecutor::new(
-        config.cni_bin_dirs.clone(),
-        config.delegate_timeout(),
-    ));
+    let owner = config.records_dir.display().to_string();
+    let plugins = Arc::new(
+        PluginExecutor::new(config.cni_bin_dirs.clone(), config.delegate_timeout())
+            .owned_by(owner.clone()),
+    );
+    orphans::reap(orphans::find(&owner), config.delegate_timeout());
     let executor = Arc::new(Metered::new(plugins, Arc::clone(&metrics)));
     let socket = config.socket_path.clone();
     let metrics_address = config.metrics_address;

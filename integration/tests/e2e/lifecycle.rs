@@ -191,31 +191,29 @@ fn del_of_a_pod_attached_before_plexus_releases_its_cluster_address() {
     assert!(old.link_names().is_empty());
 }
 
-#[test]
-fn a_delegate_still_running_when_plexusd_is_killed_dies_with_it_and_del_cleans_up() {
-    // Found by the soak: a delegate that hung while plexusd was SIGKILLed ran on forever.
-    let web = Pod::new("tenant", "web");
-    let stuck = r#"cat >/dev/null
-case "$CNI_COMMAND" in
-  ADD) echo $$ > @DIR@/stuck.pid; exec sleep 120 ;;
-esac"#;
-    let node = plexus_integration::Node::builder()
-        .plugin("stuck", stuck)
+/// A node whose NAD `slow` runs `script` as its plugin, with `pod` selecting it.
+fn node_with_slow_delegate(pod_: &Pod, script: &str) -> plexus_integration::Node {
+    plexus_integration::Node::builder()
+        .delegate_timeout_seconds(3)
+        .plugin("slow", script)
         .manifest(
             "n.yaml",
             &nad(
                 "tenant",
-                "stuck",
-                &serde_json::json!({"cniVersion": "1.0.0", "name": "stuck", "type": "stuck"}),
+                "slow",
+                &serde_json::json!({"cniVersion": "1.0.0", "name": "slow", "type": "slow"}),
             ),
         )
-        .manifest("p.yaml", &pod(&web, "stuck"))
-        .start();
-    let pid_file = node.dir().join("stuck.pid");
+        .manifest("p.yaml", &pod(pod_, "slow"))
+        .start()
+}
+
+/// Runs the pod's ADD and kills plexusd once `marker` exists (the delegate is running).
+fn kill_plexusd_during_add(node: &plexus_integration::Node, web: &Pod, marker: &std::path::Path) {
     std::thread::scope(|scope| {
-        let add = scope.spawn(|| node.add(&web));
+        let add = scope.spawn(|| node.add(web));
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::fs::read_to_string(&pid_file).map_or(true, |p| p.trim().is_empty()) {
+        while !marker.exists() {
             assert!(
                 std::time::Instant::now() < deadline,
                 "the delegate never ran"
@@ -225,20 +223,70 @@ esac"#;
         node.kill_plexusd();
         assert!(!add.join().unwrap().success());
     });
+}
+
+fn gone(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
+#[test]
+fn a_delegate_that_hangs_while_plexusd_is_killed_is_killed_at_its_deadline_by_the_next_plexusd() {
+    // Found by the soak: a delegate hanging while plexusd was SIGKILLed ran on forever.
+    let web = Pod::new("tenant", "web");
+    let stuck = r#"cat >/dev/null
+case "$CNI_COMMAND" in
+  ADD) echo $$ > @DIR@/stuck.pid; exec sleep 120 ;;
+esac"#;
+    let node = node_with_slow_delegate(&web, stuck);
+    let pid_file = node.dir().join("stuck.pid");
+    kill_plexusd_during_add(&node, &web, &pid_file);
     let pid = std::fs::read_to_string(&pid_file)
         .unwrap()
         .trim()
         .to_owned();
-    let gone = (0..500).any(|_| {
+    node.start_plexusd();
+    let killed = (0..3000).any(|_| {
         std::thread::sleep(std::time::Duration::from_millis(10));
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
-            stat.rsplit(')')
-                .next()
-                .is_some_and(|r| r.trim_start().starts_with('Z'))
-        })
+        gone(&pid)
     });
-    assert!(gone, "delegate {pid} outlived plexusd");
+    assert!(
+        killed,
+        "delegate {pid} outlived its deadline: {}",
+        node.log()
+    );
+    assert!(
+        node.log().contains("a delegate of the previous plexusd"),
+        "{}",
+        node.log()
+    );
     // The cluster network's ADD had run before: the intent lets DEL undo it.
+    assert!(node.del(&web).success());
+    assert!(web.link_names().is_empty());
+    node.assert_clean();
+}
+
+#[test]
+fn a_delegate_working_while_plexusd_is_killed_finishes_its_work() {
+    // Found by the soak: killing delegates with plexusd stopped plugins halfway, leaving a
+    // veth under its temporary name that their DEL could not find.
+    let web = Pod::new("tenant", "web");
+    let slow = r#"cat >/dev/null
+case "$CNI_COMMAND" in
+  ADD) touch @DIR@/started; sleep 1; touch @DIR@/finished
+       echo '{"cniVersion":"1.0.0"}' ;;
+esac"#;
+    let node = node_with_slow_delegate(&web, slow);
+    kill_plexusd_during_add(&node, &web, &node.dir().join("started"));
+    let finished = node.dir().join("finished");
+    let done = (0..3000).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        finished.exists()
+    });
+    assert!(done, "the delegate was stopped halfway");
     node.start_plexusd();
     assert!(node.del(&web).success());
     assert!(web.link_names().is_empty());
