@@ -111,13 +111,14 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         PluginExecutor::new(config.cni_bin_dirs.clone(), config.delegate_timeout())
             .owned_by(owner.clone()),
     );
-    orphans::reap(orphans::find(&owner), config.delegate_timeout());
+
     let executor = Arc::new(Metered::new(plugins, Arc::clone(&metrics)));
     let socket = config.socket_path.clone();
     let metrics_address = config.metrics_address;
     if config.write_conflist {
         keep_conflist_current(&config);
     }
+    orphans::settle(orphans::find(&owner), config.delegate_timeout()).await;
     let plexus = Arc::new(Plexus::new(config, source, executor, records)?);
     let state = AppState { plexus, metrics };
 

@@ -124,6 +124,22 @@ impl RecordsMount {
             "remount,rw"
         };
         let mount_point = self.mount_point.display().to_string();
+        if read_only {
+            // A file open for writing (a record being saved) makes the remount fail with
+            // EBUSY: try again a little later, and give up if the disk stays busy.
+            let pid = self.pid().to_string();
+            for _ in 0..50 {
+                let done = Command::new("nsenter")
+                    .args(["-t", &pid, "-m", "--", "mount", "-o", options, &mount_point])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if done {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            return;
+        }
         self.nsenter(&["mount", "-o", options, &mount_point]);
         if let (false, Some(pid)) = (read_only, also_in) {
             // Best effort: the process may be gone, or its mount writable already.

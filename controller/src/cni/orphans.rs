@@ -5,7 +5,8 @@
 //! to finish leaves exactly what the record's DEL undoes. But one that hangs must not run
 //! forever, and its deadline died with the plexusd that was keeping it. So every delegate
 //! carries its owner in its environment, and a starting plexusd finds the delegates of its
-//! owner still running and kills each when its deadline, counted from its own start, is up.
+//! owner still running, waits for them before it serves, and kills each that is still running
+//! when its deadline, counted from its own start, is up.
 
 use std::path::Path;
 use std::time::Duration;
@@ -91,28 +92,39 @@ fn stat(dir: &Path) -> Option<(String, u64)> {
     Some((parent, start_ticks))
 }
 
-/// Kills each orphan's process group when it has run for `deadline`, as the plexusd that
-/// started it would have; one that finishes first is left alone.
-pub fn reap(orphans: Vec<Orphan>, deadline: Duration) {
-    for orphan in orphans {
+/// Waits until every orphan has finished, killing the process group of each that is still
+/// running when it has run for `deadline`, as the plexusd that started it would have. Until
+/// then nothing may be served: a DEL or GC now would race the orphan's own ADD and leave
+/// what it creates after the DEL.
+pub async fn settle(orphans: Vec<Orphan>, deadline: Duration) {
+    let waits = orphans.into_iter().map(|orphan| async move {
         tracing::warn!(
             pid = orphan.pid,
             age_ms = orphan.age.as_millis() as u64,
-            "a delegate of the previous plexusd is still running; it gets until its deadline"
+            "a delegate of the previous plexusd is still running; waiting for it (at most until its deadline) before serving"
         );
-        tokio::spawn(async move {
-            tokio::time::sleep(deadline.saturating_sub(orphan.age)).await;
-            let still_there = stat(&Path::new("/proc").join(orphan.pid.to_string()))
-                .is_some_and(|(_, start)| start == orphan.start_ticks);
-            if still_there {
-                tracing::warn!(
-                    pid = orphan.pid,
-                    "killing a delegate of the previous plexusd at its deadline"
-                );
+        let due = tokio::time::Instant::now() + deadline.saturating_sub(orphan.age);
+        while orphan.running() {
+            if tokio::time::Instant::now() >= due {
+                tracing::warn!(pid = orphan.pid, "killing a delegate of the previous plexusd at its deadline");
                 // The delegate leads its own process group, as every delegate does.
                 let _ = killpg(Pid::from_raw(orphan.pid), Signal::SIGKILL);
             }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    futures::future::join_all(waits).await;
+}
+
+impl Orphan {
+    /// Still there (and not a zombie waiting for init), and not a later process on its PID.
+    fn running(&self) -> bool {
+        let dir = Path::new("/proc").join(self.pid.to_string());
+        let zombie = std::fs::read_to_string(dir.join("stat")).is_ok_and(|text| {
+            text.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
         });
+        !zombie && stat(&dir).is_some_and(|(_, start)| start == self.start_ticks)
     }
 }
 
