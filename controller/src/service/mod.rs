@@ -88,6 +88,11 @@ pub enum Error {
     NoGateway { network: String },
     #[error(transparent)]
     Records(#[from] RecordError),
+    #[error("cannot write to the records directory {dir}, so nothing was attached: {source}")]
+    RecordsUnwritable {
+        dir: std::path::PathBuf,
+        source: RecordError,
+    },
     #[error("{} of the pod's attachments could not be deleted: {}", .0.len(), join(.0))]
     Detach(Vec<DetachFailure>),
     #[error("container {0} has no attachments to check")]
@@ -130,7 +135,9 @@ impl Error {
             Self::Resolve(e) => e.cni_code(),
             Self::Devices(e) => e.cni_code(),
             Self::Attach(e) => e.cni_code(),
-            Self::DefaultRoute { .. } | Self::Records(_) => code::IO_FAILURE,
+            Self::DefaultRoute { .. } | Self::Records(_) | Self::RecordsUnwritable { .. } => {
+                code::IO_FAILURE
+            }
             Self::Detach(failures) => failures
                 .first()
                 .map_or(code::INTERNAL, |f| f.error.cni_code()),
@@ -152,7 +159,7 @@ impl Error {
             Self::Devices(_) => "devices",
             Self::Attach(_) => "delegate",
             Self::DefaultRoute { .. } | Self::NoGateway { .. } => "default_route",
-            Self::Records(_) => "records",
+            Self::Records(_) | Self::RecordsUnwritable { .. } => "records",
             Self::Detach(_) => "detach",
             Self::UnknownContainer(_) => "unknown_container",
             Self::NotReady(_) => "not_ready",
@@ -204,6 +211,10 @@ impl Plexus {
             gc_gate: Default::default(),
             failures: RecentFailures::default(),
         })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     pub fn source(&self) -> &dyn Source {
