@@ -34,6 +34,8 @@ pub mod metrics;
 pub mod multus;
 /// Validated identifiers (container ids, interface names, Kubernetes names).
 pub mod names;
+/// plexusd's runtime and allocator limits, and trimming after bursts of pods.
+pub mod memory;
 /// plexusd's own netlink work inside pod namespaces (default-route moves).
 pub mod netlink;
 /// `plexusd probe`: kubelet's exec probe against the unix socket.

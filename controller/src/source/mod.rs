@@ -3,6 +3,7 @@
 
 mod claim_status;
 mod dra;
+pub mod writes;
 pub mod files;
 pub mod kube;
 
