@@ -28,14 +28,14 @@ pub mod inspect;
 pub mod install;
 /// Per-container serialization of operations.
 pub mod locks;
+/// plexusd's runtime and allocator limits, and trimming after bursts of pods.
+pub mod memory;
 /// Prometheus metrics and the executor wrapper that times delegates.
 pub mod metrics;
 /// Multus's per-container cache, read to adopt the pods Multus attached.
 pub mod multus;
 /// Validated identifiers (container ids, interface names, Kubernetes names).
 pub mod names;
-/// plexusd's runtime and allocator limits, and trimming after bursts of pods.
-pub mod memory;
 /// plexusd's own netlink work inside pod namespaces (default-route moves).
 pub mod netlink;
 /// `plexusd probe`: kubelet's exec probe against the unix socket.

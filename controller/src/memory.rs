@@ -13,9 +13,11 @@ use std::time::Duration;
 /// every blocking thread of a burst grow an arena of its own.
 const MALLOC_ARENAS: i32 = 2;
 
-/// Blocking threads (record writes and fsyncs) at most, and how long an idle one lives.
+/// Blocking threads (record writes and fsyncs) at most, and how long an idle one lives:
+/// long enough that pods arriving one by one do not each start a thread, short enough that
+/// the threads of a burst are gone seconds after it.
 const MAX_BLOCKING_THREADS: usize = 16;
-const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(1);
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(5);
 
 /// Worker threads at most: plexusd mostly waits for its delegates, so more CPUs than this
 /// add threads (and their memory) without adding throughput.

@@ -486,7 +486,10 @@ mod tests {
         match outcome {
             Err(Error::Connect(err)) => {
                 assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
-                assert!(err.to_string().contains("not accepted within 200 ms"), "{err}");
+                assert!(
+                    err.to_string().contains("not accepted within 200 ms"),
+                    "{err}"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -21,8 +21,8 @@ use kube::{Client, Resource};
 use plexus_crds::NetworkAttachmentDefinition;
 
 use super::claim_status::ClaimStatusWriter;
-use super::writes::{Bounded, LatestWins, Outcome, WriteFn};
 use super::dra::Dra;
+use super::writes::{Bounded, LatestWins, Outcome, WriteFn};
 use super::{PodEvent, PodInfo, Readiness, Source, SourceError};
 use crate::devices::claims::{ClaimCatalog, ClaimRef, DeviceNetworkData, PodClaim};
 use crate::names::{Namespace, ObjectName, PodKey};

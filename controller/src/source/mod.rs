@@ -3,9 +3,9 @@
 
 mod claim_status;
 mod dra;
-pub mod writes;
 pub mod files;
 pub mod kube;
+pub mod writes;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

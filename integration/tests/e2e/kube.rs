@@ -398,7 +398,11 @@ mod steering {
             statuses.push(node.network_status(&web));
         }
         statuses.dedup();
-        assert_eq!(statuses.len(), 4, "every ADD changed the status: {statuses:?}");
+        assert_eq!(
+            statuses.len(),
+            4,
+            "every ADD changed the status: {statuses:?}"
+        );
         let latest = statuses.last().cloned();
 
         api.reset_counters();
@@ -412,7 +416,12 @@ mod steering {
                 .filter(|r| r.starts_with("PATCH") && r.contains("/pods/web"))
                 .count()
         };
-        assert_eq!(patches(), 1, "only the latest was written: {:?}", api.requests());
+        assert_eq!(
+            patches(),
+            1,
+            "only the latest was written: {:?}",
+            api.requests()
+        );
         // With the API server up, the next change is written as before.
         node.add(&web).result();
         let newest = node.network_status(&web);

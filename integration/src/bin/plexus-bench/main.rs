@@ -185,6 +185,7 @@ fn run(args: &Args) -> Result<()> {
         // What plexusd keeps once the burst is over (every pod deleted again): allocator
         // arenas, worker and blocking threads, buffers grown for the peak.
         let rss_after_burst = measure::settled_rss_kib(&node)?;
+        let (burst_anon, burst_file) = measure::rss_split_kib(&node)?;
         let api = match kube.then(|| node.cluster().fixture()).flatten() {
             Some(api) => {
                 progress("kube source: API requests per warm ADD");
@@ -205,6 +206,10 @@ fn run(args: &Args) -> Result<()> {
         section.insert("loadavg_before".into(), load.into());
         section.insert("parallel".into(), parallel_json(args.parallel, &parallel));
         section.insert("rss_after_burst_kib".into(), rss_after_burst.into());
+        section.insert(
+            "rss_after_burst_split_kib".into(),
+            json!({"anon": burst_anon, "file": burst_file}),
+        );
         if let Some(api) = &api {
             section.insert("api_per_warm_add".into(), api_json(api));
         }
@@ -213,6 +218,9 @@ fn run(args: &Args) -> Result<()> {
         }
         print_latency(source, args.reps, &latency);
         print_parallel(source, args.parallel, &parallel, rss_after, rss_after_burst);
+        println!(
+            "  of which anonymous (heap, stacks): {burst_anon} KiB, file-backed (plexusd's code): {burst_file} KiB"
+        );
         if let Some(api) = &api {
             print_api(api);
         }

@@ -235,6 +235,22 @@ pub fn rss_kib(node: &Node) -> Result<u64> {
         .ok_or_else(|| format!("no VmRSS for pid {pid}"))
 }
 
+/// plexusd's resident memory split as the kernel counts it: anonymous (heap, stacks) and
+/// file-backed (its own code, clean and shared with the page cache), in KiB.
+pub fn rss_split_kib(node: &Node) -> Result<(u64, u64)> {
+    let pid = node.plexusd_pid().ok_or("plexusd is not running")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| format!("no {name} for pid {pid}"))
+    };
+    Ok((field("RssAnon:")?, field("RssFile:")?))
+}
+
 /// RSS once plexusd has settled: sampled every 100 ms until two seconds pass without change
 /// (at most ten seconds), the last value.
 pub fn settled_rss_kib(node: &Node) -> Result<u64> {
