@@ -669,10 +669,7 @@ mod tests {
     #[tokio::test]
     async fn detach_all_of_nothing_failing_reports_nothing() {
         let exec = RecordingExecutor::new();
-        let attachments = vec![Attachment {
-            delegate: three_delegates().remove(1),
-            result: None,
-        }];
+        let attachments = vec![Attachment::intended(three_delegates().remove(1))];
         assert!(detach_all(&exec, &attachments, TARGET).await.is_empty());
         assert_eq!(
             exec.calls()[0].prev_result(),

@@ -86,6 +86,9 @@ pub struct Config {
     /// The deadline for one delegate call, in seconds.
     pub delegate_timeout_seconds: u64,
     pub log_format: LogFormat,
+    /// Running pods follow their networks annotation: selections added to it are attached,
+    /// selections removed from it are detached. Off by default, as in Multus.
+    pub dynamic_networks: bool,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             metrics_address: None,
             delegate_timeout_seconds: 60,
             log_format: LogFormat::Text,
+            dynamic_networks: false,
         }
     }
 }
@@ -224,9 +228,15 @@ mod tests {
 
     #[test]
     fn no_file_means_defaults() {
-        assert_eq!(
-            Config::load(None).unwrap().delegate_timeout(),
-            Duration::from_secs(60)
-        );
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.delegate_timeout(), Duration::from_secs(60));
+        assert!(!config.dynamic_networks, "hot-plug is opt-in");
+    }
+
+    #[test]
+    fn dynamic_networks_is_a_boolean() {
+        assert!(parse("dynamicNetworks: true\n").unwrap().dynamic_networks);
+        assert!(!parse("dynamicNetworks: false\n").unwrap().dynamic_networks);
+        assert!(parse("dynamicNetworks: sometimes\n").is_err());
     }
 }

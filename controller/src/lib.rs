@@ -14,6 +14,8 @@ pub mod config;
 pub mod conflist;
 /// Following a directory's changes (manifests, the CNI conf dir).
 pub mod dirwatch;
+/// Networks that follow a running pod's annotation: what changes, and when.
+pub mod hotplug;
 /// Files put on the node atomically: the shim in the CNI bin dir, the conflist.
 pub mod install;
 /// Per-container serialization of operations.

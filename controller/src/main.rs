@@ -15,7 +15,7 @@ use plexus_controller::service::Plexus;
 use plexus_controller::source::Source;
 use plexus_controller::source::files::FilesSource;
 use plexus_controller::source::kube::{self, KubeSource};
-use plexus_controller::{conflist, install, probe};
+use plexus_controller::{conflist, hotplug, install, probe};
 
 /// The Plexus node controller: attaches pods to the networks their annotations name.
 #[derive(Parser)]
@@ -117,6 +117,10 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         keep_conflist_current(&config);
     }
     let plexus = Arc::new(Plexus::new(config, source, executor, records)?);
+    tokio::spawn(hotplug::reconciler::run(
+        Arc::clone(&plexus),
+        Arc::clone(&metrics),
+    ));
     let state = AppState { plexus, metrics };
 
     // Dropping the sender tells every server to stop.

@@ -199,20 +199,36 @@ pub fn plan(
                 other: other.network.clone(),
             });
         }
-        let runtime_config = selection_runtime_config(&selection, &network)?;
-        delegates.push(Delegate {
-            cni_args: with_selection_args(pod.cni_args, selection.cni_args.as_ref()),
-            network: network.label,
-            is_default: false,
+        delegates.push(secondary_delegate(
+            selection,
+            network,
             ifname,
-            version: network.version,
-            config: network.raw,
-            runtime_config,
-            args_cni: selection.cni_args,
-            default_route: selection.default_route,
-        });
+            pod.cni_args,
+        )?);
     }
     Ok(delegates)
+}
+
+/// The delegate of one selection on `ifname`, with the pod's CNI_ARGS (`pod_cni_args`, as the
+/// cluster network got them): the same at ADD and when a running pod gains the selection.
+pub fn secondary_delegate(
+    selection: Selection,
+    network: Network,
+    ifname: IfName,
+    pod_cni_args: &str,
+) -> Result<Delegate, ResolveError> {
+    let runtime_config = selection_runtime_config(&selection, &network)?;
+    Ok(Delegate {
+        cni_args: with_selection_args(pod_cni_args, selection.cni_args.as_ref()),
+        network: network.label,
+        is_default: false,
+        ifname,
+        version: network.version,
+        config: network.raw,
+        runtime_config,
+        args_cni: selection.cni_args,
+        default_route: selection.default_route,
+    })
 }
 
 /// The runtimeConfig a selection asks for. A key the network cannot honour fails the

@@ -2,8 +2,8 @@
 //! (like youki's `TestHelperSyscall`), so ordering and rollback are tested without root or real
 //! plugins; and builders for the objects those tests need.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
@@ -11,9 +11,14 @@ use serde_json::{Map, Value, json};
 use crate::cni::result::{Interface, IpConfig};
 use crate::cni::version::pick_config_version;
 use crate::cni::{CniError, CniResult, CniVersion, Command, DelegateCall, ExecError, Executor};
-use crate::names::{ContainerId, IfName};
+use plexus_crds::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
+
+use crate::names::{ContainerId, IfName, Namespace, ObjectName, PodKey};
 use crate::records::{Attachment, PodRecord};
 use crate::resolve::{Delegate, Network, Unversioned};
+use crate::selection::NETWORKS_ANNOTATION;
+use crate::source::{PodEvent, PodInfo, Readiness, Source, SourceError};
+use crate::status::NetworkStatus;
 
 /// How a scripted plugin answers one command.
 #[derive(Debug, Clone)]
@@ -324,6 +329,8 @@ impl PodRecord {
             runtime_version: CniVersion::V1_1_0,
             attachments,
             network_status: Vec::new(),
+            pod_uid: None,
+            deleting: false,
         }
     }
 }
@@ -341,4 +348,114 @@ pub fn dir_entries(dir: &std::path::Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// A [`Source`] the test fills by hand, which keeps what Plexus tells
+/// pods (network-status and events) for the test to look at.
+#[derive(Default)]
+pub struct TestSource {
+    pods: Mutex<HashMap<PodKey, Arc<PodInfo>>>,
+    nads: Mutex<HashMap<(Namespace, ObjectName), Arc<NetworkAttachmentDefinition>>>,
+    statuses: Mutex<Vec<Vec<NetworkStatus>>>,
+    events: Mutex<Vec<PodEvent>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl TestSource {
+    /// Pod `namespace/name` with uid `uid` and this networks annotation (none if empty).
+    pub fn set_pod(&self, namespace: &str, name: &str, uid: &str, networks: &str) {
+        let key = PodKey {
+            namespace: Namespace::parse(namespace).expect("test namespace"),
+            name: ObjectName::parse(name).expect("test pod name"),
+        };
+        let mut annotations = BTreeMap::new();
+        if !networks.is_empty() {
+            annotations.insert(NETWORKS_ANNOTATION.to_owned(), networks.to_owned());
+        }
+        let pod = PodInfo {
+            key: key.clone(),
+            uid: Some(uid.to_owned()),
+            annotations,
+        };
+        locked(&self.pods).insert(key, Arc::new(pod));
+    }
+
+    pub fn pod_info(&self, namespace: &str, name: &str) -> Arc<PodInfo> {
+        locked(&self.pods)
+            .values()
+            .find(|p| p.key.namespace.as_str() == namespace && p.key.name.as_str() == name)
+            .cloned()
+            .expect("a pod the test set")
+    }
+
+    /// NAD `namespace/name` with `config` inline.
+    pub fn set_nad(&self, namespace: &str, name: &str, config: &Value) {
+        let spec = NetworkAttachmentDefinitionSpec {
+            config: Some(config.to_string()),
+        };
+        let nad = NetworkAttachmentDefinition::new(name, spec);
+        let key = (
+            Namespace::parse(namespace).expect("test namespace"),
+            ObjectName::parse(name).expect("test NAD name"),
+        );
+        locked(&self.nads).insert(key, Arc::new(nad));
+    }
+
+    /// Every network-status published, oldest first.
+    pub fn statuses(&self) -> Vec<Vec<NetworkStatus>> {
+        locked(&self.statuses).clone()
+    }
+
+    /// Every event published, oldest first.
+    pub fn events(&self) -> Vec<PodEvent> {
+        locked(&self.events).clone()
+    }
+}
+
+impl Source for TestSource {
+    fn pod<'a>(
+        &'a self,
+        key: &'a PodKey,
+        _uid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<Arc<PodInfo>>, SourceError>> {
+        let found = locked(&self.pods).get(key).cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn nad<'a>(
+        &'a self,
+        namespace: &'a Namespace,
+        name: &'a ObjectName,
+    ) -> BoxFuture<'a, Result<Option<Arc<NetworkAttachmentDefinition>>, SourceError>> {
+        let found = locked(&self.nads)
+            .get(&(namespace.clone(), name.clone()))
+            .cloned();
+        Box::pin(async move { Ok(found) })
+    }
+
+    fn readiness(&self) -> Readiness {
+        Readiness {
+            ready: true,
+            connected: true,
+            ..Default::default()
+        }
+    }
+
+    fn publish_status(
+        self: Arc<Self>,
+        _pod: &PodKey,
+        _uid: Option<&str>,
+        status: &[NetworkStatus],
+    ) {
+        locked(&self.statuses).push(status.to_vec());
+    }
+
+    fn publish_event(self: Arc<Self>, _pod: &PodKey, _uid: Option<&str>, event: PodEvent) {
+        locked(&self.events).push(event);
+    }
 }

@@ -78,6 +78,7 @@ impl Plexus {
             .filter(|(i, _)| failed.contains(i))
             .map(|(_, a)| a)
             .collect();
+        record.deleting = true;
         self.records.save(&record)?;
         Err(Error::Detach(failures))
     }

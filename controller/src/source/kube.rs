@@ -36,6 +36,8 @@ pub struct KubeSource {
     recorder: Recorder,
     /// The latest status write per pod; an older retry loop stops when it is superseded.
     pending: Mutex<HashMap<PodKey, u64>>,
+    /// Every pod the watch brings, once the cache holds its new state.
+    pod_updates: tokio::sync::broadcast::Sender<PodKey>,
 }
 
 /// What the two watches report about themselves.
@@ -74,7 +76,10 @@ impl KubeSource {
             "nads",
             Arc::clone(&health),
             |nad: &mut NetworkAttachmentDefinition| nad.metadata.managed_fields = None,
+            |_| {},
         );
+        let pod_updates = tokio::sync::broadcast::Sender::new(super::POD_UPDATES_BACKLOG);
+        let updates = pod_updates.clone();
         // Only this node's pods: memory stays flat however many pods the cluster runs.
         let pods = spawn_reflector(
             Api::<Pod>::all(client.clone()),
@@ -82,6 +87,11 @@ impl KubeSource {
             "pods",
             Arc::clone(&health),
             strip_pod,
+            move |event| {
+                if let Some(key) = changed_pod(event) {
+                    let _ = updates.send(key);
+                }
+            },
         );
         let reporter = Reporter {
             controller: "plexus".into(),
@@ -95,6 +105,7 @@ impl KubeSource {
             health,
             recorder,
             pending: Mutex::default(),
+            pod_updates,
         });
         source.watch_readiness();
         source
@@ -210,12 +221,24 @@ fn strip_pod(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
 }
 
+/// The pod a watch event is about; a relist brings every pod again, so nothing changed
+/// while the watch was down goes unnoticed.
+fn changed_pod(event: &watcher::Event<Pod>) -> Option<PodKey> {
+    match event {
+        watcher::Event::Apply(pod)
+        | watcher::Event::InitApply(pod)
+        | watcher::Event::Delete(pod) => pod_key(pod),
+        watcher::Event::Init | watcher::Event::InitDone => None,
+    }
+}
+
 fn spawn_reflector<K>(
     api: Api<K>,
     config: watcher::Config,
     name: &'static str,
     health: Arc<Health>,
     strip: fn(&mut K),
+    on_event: impl Fn(&watcher::Event<K>) + Send + 'static,
 ) -> Store<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
@@ -237,7 +260,11 @@ where
         let mut probing = None;
         loop {
             match stream.try_next().await {
-                Ok(Some(_)) => health.set_error(name, None),
+                Ok(Some(event)) => {
+                    // The reflector has applied the event to the store by now.
+                    on_event(&event);
+                    health.set_error(name, None);
+                }
                 Ok(None) => break,
                 Err(error) => {
                     tracing::warn!(watch = name, %error, "watch failed; retrying with backoff");
@@ -295,11 +322,15 @@ fn probe_params(config: &watcher::Config) -> ListParams {
     params
 }
 
-fn pod_info(pod: &Pod) -> Option<PodInfo> {
+fn pod_key(pod: &Pod) -> Option<PodKey> {
     let namespace = Namespace::parse(pod.metadata.namespace.as_deref()?).ok()?;
     let name = ObjectName::parse(pod.metadata.name.as_deref()?).ok()?;
+    Some(PodKey { namespace, name })
+}
+
+fn pod_info(pod: &Pod) -> Option<PodInfo> {
     Some(PodInfo {
-        key: PodKey { namespace, name },
+        key: pod_key(pod)?,
         uid: pod.metadata.uid.clone(),
         annotations: pod
             .metadata
@@ -401,6 +432,10 @@ impl Source for KubeSource {
             body,
             generation,
         ));
+    }
+
+    fn pod_updates(&self) -> Option<tokio::sync::broadcast::Receiver<PodKey>> {
+        Some(self.pod_updates.subscribe())
     }
 
     fn publish_event(self: Arc<Self>, pod: &PodKey, uid: Option<&str>, event: PodEvent) {
