@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use plexus_crds::NetworkAttachmentDefinition;
 
+use super::events::EventWriter;
 use super::{PodEvent, PodInfo, Readiness, Source, SourceError};
 use crate::names::{Namespace, ObjectName, PodKey};
 use crate::status::{NETWORK_STATUS_ANNOTATION, NetworkStatus};
@@ -33,7 +33,7 @@ pub struct KubeSource {
     nads: Store<NetworkAttachmentDefinition>,
     pods: Store<Pod>,
     health: Arc<Health>,
-    recorder: Recorder,
+    events: EventWriter,
     /// The latest status write per pod; an older retry loop stops when it is superseded.
     pending: Mutex<HashMap<PodKey, u64>>,
     /// Every pod the watch brings, once the cache holds its new state.
@@ -93,17 +93,13 @@ impl KubeSource {
                 }
             },
         );
-        let reporter = Reporter {
-            controller: "plexus".into(),
-            instance: Some(node_name.to_owned()),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let events = EventWriter::new(client.clone(), "plexus", node_name);
         let source = Arc::new(Self {
             client,
             nads,
             pods,
             health,
-            recorder,
+            events,
             pending: Mutex::default(),
             pod_updates,
         });
@@ -439,28 +435,9 @@ impl Source for KubeSource {
     }
 
     fn publish_event(self: Arc<Self>, pod: &PodKey, uid: Option<&str>, event: PodEvent) {
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            namespace: Some(pod.namespace.to_string()),
-            name: Some(pod.name.to_string()),
-            uid: uid.map(str::to_owned),
-            ..Default::default()
-        };
-        let pod = pod.clone();
+        let (pod, uid) = (pod.clone(), uid.map(str::to_owned));
         tokio::spawn(async move {
-            let event = Event {
-                type_: if event.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: event.reason.into(),
-                note: Some(event.message),
-                action: event.action.into(),
-                secondary: None,
-            };
-            if let Err(error) = self.recorder.publish(&event, &reference).await {
+            if let Err(error) = self.events.publish(&pod, uid.as_deref(), event).await {
                 tracing::warn!(%pod, %error, "event not recorded");
             }
         });

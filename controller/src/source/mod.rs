@@ -1,6 +1,7 @@
 //! Where NADs and pods come from. `files` reads manifests from a directory; `kube` follows the
 //! API server. Both sit behind one trait, so resolution never knows which one it talks to.
 
+mod events;
 pub mod files;
 pub mod kube;
 

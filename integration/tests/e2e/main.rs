@@ -9,6 +9,7 @@ mod conflist;
 mod cri;
 mod failures;
 mod flannel2;
+mod hotplug;
 mod kube;
 mod lifecycle;
 mod metrics;
