@@ -300,6 +300,7 @@ fn the_config_map_holds_the_cluster_config_for_plexusd() {
         "namespaceIsolation": false,
         "globalNamespaces": ["kube-system", "default"],
         "delegateTimeoutSeconds": 60,
+        "dynamicNetworks": false,
         "logFormat": "json",
     });
     assert_eq!(Value::Object(config.clone()), expected);
