@@ -11,12 +11,13 @@ use serde_json::{Map, Value, json};
 use crate::cni::result::{Interface, IpConfig};
 use crate::cni::version::pick_config_version;
 use crate::cni::{CniError, CniResult, CniVersion, Command, DelegateCall, ExecError, Executor};
-use plexus_crds::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
+use plexus_crds::NetworkAttachmentDefinition;
 
 use crate::names::{ContainerId, IfName, Namespace, ObjectName, PodKey};
 use crate::records::{Attachment, PodRecord};
 use crate::resolve::{Delegate, Network, Unversioned};
 use crate::selection::NETWORKS_ANNOTATION;
+use crate::source::files::FilesSource;
 use crate::source::{PodEvent, PodInfo, Readiness, Source, SourceError};
 use crate::status::NetworkStatus;
 
@@ -350,12 +351,11 @@ pub fn dir_entries(dir: &std::path::Path) -> Vec<String> {
     names
 }
 
-/// A [`Source`] the test fills by hand, which keeps what Plexus tells
-/// pods (network-status and events) for the test to look at.
-#[derive(Default)]
+/// A [`Source`] the test fills by hand: a [`FilesSource`] over a temp dir of manifests, which
+/// keeps what Plexus tells pods (network-status and events) for the test to look at.
 pub struct TestSource {
-    pods: Mutex<HashMap<PodKey, Arc<PodInfo>>>,
-    nads: Mutex<HashMap<(Namespace, ObjectName), Arc<NetworkAttachmentDefinition>>>,
+    dir: tempfile::TempDir,
+    files: Arc<FilesSource>,
     statuses: Mutex<Vec<Vec<NetworkStatus>>>,
     events: Mutex<Vec<PodEvent>>,
 }
@@ -366,44 +366,61 @@ fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+impl Default for TestSource {
+    fn default() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = FilesSource::load(dir.path());
+        Self {
+            dir,
+            files,
+            statuses: Mutex::default(),
+            events: Mutex::default(),
+        }
+    }
+}
+
 impl TestSource {
+    fn write(&self, file: &str, manifest: Value) {
+        std::fs::write(self.dir.path().join(file), manifest.to_string()).expect("write manifest");
+        self.files.reload();
+    }
+
     /// Pod `namespace/name` with uid `uid` and this networks annotation (none if empty).
     pub fn set_pod(&self, namespace: &str, name: &str, uid: &str, networks: &str) {
+        let mut annotations = BTreeMap::new();
+        if !networks.is_empty() {
+            annotations.insert(NETWORKS_ANNOTATION, networks);
+        }
+        let metadata =
+            json!({"name": name, "namespace": namespace, "uid": uid, "annotations": annotations});
+        self.write(
+            &format!("pod-{namespace}-{name}.json"),
+            json!({"kind": "Pod", "metadata": metadata}),
+        );
+    }
+
+    /// The pod as the source answers for it.
+    pub async fn pod_info(&self, namespace: &str, name: &str) -> Arc<PodInfo> {
         let key = PodKey {
             namespace: Namespace::parse(namespace).expect("test namespace"),
             name: ObjectName::parse(name).expect("test pod name"),
         };
-        let mut annotations = BTreeMap::new();
-        if !networks.is_empty() {
-            annotations.insert(NETWORKS_ANNOTATION.to_owned(), networks.to_owned());
-        }
-        let pod = PodInfo {
-            key: key.clone(),
-            uid: Some(uid.to_owned()),
-            annotations,
-        };
-        locked(&self.pods).insert(key, Arc::new(pod));
-    }
-
-    pub fn pod_info(&self, namespace: &str, name: &str) -> Arc<PodInfo> {
-        locked(&self.pods)
-            .values()
-            .find(|p| p.key.namespace.as_str() == namespace && p.key.name.as_str() == name)
-            .cloned()
+        self.files
+            .pod(&key, None)
+            .await
+            .ok()
+            .flatten()
             .expect("a pod the test set")
     }
 
     /// NAD `namespace/name` with `config` inline.
     pub fn set_nad(&self, namespace: &str, name: &str, config: &Value) {
-        let spec = NetworkAttachmentDefinitionSpec {
-            config: Some(config.to_string()),
-        };
-        let nad = NetworkAttachmentDefinition::new(name, spec);
-        let key = (
-            Namespace::parse(namespace).expect("test namespace"),
-            ObjectName::parse(name).expect("test NAD name"),
-        );
-        locked(&self.nads).insert(key, Arc::new(nad));
+        let manifest = json!({
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"config": config.to_string()},
+        });
+        self.write(&format!("nad-{namespace}-{name}.json"), manifest);
     }
 
     /// Every network-status published, oldest first.
@@ -421,10 +438,9 @@ impl Source for TestSource {
     fn pod<'a>(
         &'a self,
         key: &'a PodKey,
-        _uid: Option<&'a str>,
+        uid: Option<&'a str>,
     ) -> BoxFuture<'a, Result<Option<Arc<PodInfo>>, SourceError>> {
-        let found = locked(&self.pods).get(key).cloned();
-        Box::pin(async move { Ok(found) })
+        self.files.pod(key, uid)
     }
 
     fn nad<'a>(
@@ -432,18 +448,11 @@ impl Source for TestSource {
         namespace: &'a Namespace,
         name: &'a ObjectName,
     ) -> BoxFuture<'a, Result<Option<Arc<NetworkAttachmentDefinition>>, SourceError>> {
-        let found = locked(&self.nads)
-            .get(&(namespace.clone(), name.clone()))
-            .cloned();
-        Box::pin(async move { Ok(found) })
+        self.files.nad(namespace, name)
     }
 
     fn readiness(&self) -> Readiness {
-        Readiness {
-            ready: true,
-            connected: true,
-            ..Default::default()
-        }
+        self.files.readiness()
     }
 
     fn publish_status(

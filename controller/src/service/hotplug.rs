@@ -739,7 +739,7 @@ mod tests {
 
         async fn follow_as(&self, uid: &str, networks: &str) -> Option<PodChanges> {
             self.source.set_pod("tenant", "web", uid, networks);
-            let pod = self.source.pod_info("tenant", "web");
+            let pod = self.source.pod_info("tenant", "web").await;
             match self
                 .plexus
                 .follow_annotation(&self.id(), &pod)
@@ -749,6 +749,12 @@ mod tests {
                 Followed::Done(changes) => Some(changes),
                 _ => None,
             }
+        }
+
+        /// No delegate ran and the record is as it was.
+        fn assert_untouched(&self, before: &PodRecord) {
+            assert!(self.calls_so_far().is_empty());
+            assert_eq!(&self.record(), before);
         }
 
         fn edit_record(&self, edit: impl FnOnce(&mut PodRecord)) {
@@ -915,8 +921,7 @@ mod tests {
             [("tenant/ghost", Operation::Attach, true)]
         );
         assert!(changes.failures[0].error.to_string().contains("not found"));
-        assert!(w.calls_so_far().is_empty());
-        assert_eq!(w.record(), before);
+        w.assert_untouched(&before);
 
         w.source
             .set_nad("tenant", "ghost", &chain("ghost", "1.0.0", &["net-ghost"]));
@@ -935,8 +940,7 @@ mod tests {
             [("tenant/web", Operation::Attach, false)]
         );
         assert!(!changes.worth_retrying());
-        assert!(w.calls_so_far().is_empty());
-        assert_eq!(w.record(), before);
+        w.assert_untouched(&before);
         assert_eq!(w.event_notes("NetworkAttachFailed").len(), 1);
     }
 
@@ -962,8 +966,7 @@ mod tests {
         let before = w.record();
         assert_eq!(before.pod_uid.as_deref(), Some("u1"));
         assert!(w.follow_as("u2", "a,b,c").await.is_none());
-        assert!(w.calls_so_far().is_empty());
-        assert_eq!(w.record(), before);
+        w.assert_untouched(&before);
     }
 
     #[tokio::test]
@@ -1078,7 +1081,7 @@ mod tests {
         assert!(w.records.load(&w.id()).unwrap().is_none());
         assert!(matches!(
             w.plexus
-                .follow_annotation(&w.id(), &w.source.pod_info("tenant", "web"))
+                .follow_annotation(&w.id(), &*w.source.pod_info("tenant", "web").await)
                 .await
                 .unwrap(),
             Followed::NoRecord
@@ -1090,7 +1093,7 @@ mod tests {
         let w = world("a").await;
         w.edit_record(|r| r.deleting = true);
         w.source.set_pod("tenant", "web", "u1", "b");
-        let pod = w.source.pod_info("tenant", "web");
+        let pod = w.source.pod_info("tenant", "web").await;
         let followed = w.plexus.follow_annotation(&w.id(), &pod).await.unwrap();
         assert!(matches!(followed, Followed::Deleting), "{followed:?}");
         assert!(w.calls_so_far().is_empty());

@@ -8,7 +8,7 @@ use plexus_integration::containerd::{self, Containerd, Sandbox, SandboxStatus};
 use plexus_integration::{Node, NodeBuilder};
 use serde_json::{Value, json};
 
-use crate::fixtures::{bare, bridge, macvlan, nad};
+use crate::fixtures::{bare, bridge, macvlan, metric, nad};
 
 /// Whether containerd and crun are missing; then the test says why and is skipped. `make test`
 /// installs them, so this happens only where that install failed.
@@ -93,12 +93,7 @@ fn requests(node: &Node, command: &str, result: &str) -> f64 {
     let prefix = format!(
         r#"plexus_cni_request_duration_seconds_count{{command="{command}",result="{result}"}}"#
     );
-    metrics
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    metric(&metrics, &prefix).unwrap_or(0.0)
 }
 
 /// A node with two secondaries, `tenant/blue` (bridge) and `tenant/ext` (macvlan on uplink0),
@@ -424,19 +419,13 @@ fn a_running_sandbox_follows_its_annotation_and_stop_removes_everything() {
     let net2 = address_in(&status, "net2");
     assert!(net2.starts_with("198.18.41."), "{net2}");
     assert_eq!(address_in(&status, "net1"), net1);
-    let mut allocated: Vec<String> = node
-        .ipam_allocations()
-        .iter()
-        .map(|a| a.rsplit('/').next().unwrap_or_default().to_owned())
-        .collect();
-    allocated.sort();
     let mut inside = vec![
         bare(&address_in(&status, "eth0")).to_owned(),
         bare(&net1).to_owned(),
         bare(&net2).to_owned(),
     ];
     inside.sort();
-    assert_eq!(allocated, inside);
+    assert_eq!(node.allocated_addresses(), inside);
     // The runtime still reports the cluster network's address as the pod IP.
     let again = runtime.status(&status.id).expect("PodSandboxStatus");
     assert_eq!(again.ip, bare(&address_in(&status, "eth0")));

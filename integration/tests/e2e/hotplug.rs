@@ -8,13 +8,29 @@ use std::time::{Duration, Instant};
 use plexus_integration::{Node, NodeBuilder, Pod, binaries};
 use serde_json::{Value, json};
 
-use crate::fixtures::{bare, bridge, macvlan, nad};
+use crate::fixtures::{bare, bridge, events_for, macvlan, metric, nad};
 
 /// Where the test edits pods and NADs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Via {
     Files,
     Kube,
+}
+
+/// One test per source for a scenario: through the manifest directory and through the API
+/// server.
+macro_rules! both_sources {
+    ($scenario:ident: $files:ident, $kube:ident) => {
+        #[test]
+        fn $files() {
+            $scenario(Via::Files);
+        }
+
+        #[test]
+        fn $kube() {
+            $scenario(Via::Kube);
+        }
+    };
 }
 
 /// How long a change may take to show: generous, for a loaded machine; the bench times it.
@@ -146,12 +162,10 @@ impl World {
     /// The `plexus_hotplug_failures_total` sample for `network` and `operation`.
     fn failures(&self, network: &str, operation: &str) -> f64 {
         let (_, metrics) = self.node.get("/metrics").expect("GET /metrics");
-        sample(
-            &metrics,
-            &format!(
-                r#"plexus_hotplug_failures_total{{network="{network}",operation="{operation}"}}"#
-            ),
-        )
+        let prefix = format!(
+            r#"plexus_hotplug_failures_total{{network="{network}",operation="{operation}"}}"#
+        );
+        metric(&metrics, &prefix).unwrap_or(0.0)
     }
 
     /// Waits until hot-plug has failed on `network` at least `times` times, and, with the API
@@ -162,7 +176,7 @@ impl World {
         });
         if self.via == Via::Kube {
             let warning = wait_for(&format!("a Warning event naming {network}"), || {
-                events_of(&self.node, pod).into_iter().find(|e| {
+                events_for(&self.node, pod).into_iter().find(|e| {
                     e["type"] == "Warning"
                         && e["reason"] == "NetworkAttachFailed"
                         && e["note"]
@@ -205,7 +219,7 @@ impl World {
             return;
         }
         wait_for(&format!("{reason} for {interface}"), || {
-            events_of(&self.node, pod).into_iter().find(|e| {
+            events_for(&self.node, pod).into_iter().find(|e| {
                 e["reason"] == reason
                     && e["type"] == "Normal"
                     && e["note"].as_str().is_some_and(|n| {
@@ -238,27 +252,6 @@ fn status_pairs(status: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-fn events_of(node: &Node, pod: &Pod) -> Vec<Value> {
-    node.cluster()
-        .events()
-        .into_iter()
-        .filter(|e| {
-            e["regarding"]["name"] == pod.name.as_str()
-                || e["involvedObject"]["name"] == pod.name.as_str()
-        })
-        .collect()
-}
-
-/// The value of a metric sample; 0 while it does not exist.
-fn sample(metrics: &str, prefix: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + FOLLOW;
     while Instant::now() < deadline {
@@ -268,6 +261,14 @@ fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(20));
     }
     panic!("never happened: {what}");
+}
+
+/// The pod's interfaces and their addresses, to compare before and after.
+fn interfaces(pod: &Pod) -> Vec<(String, Vec<String>)> {
+    pod.links()
+        .into_iter()
+        .map(|l| (l.name, l.addresses))
+        .collect()
 }
 
 /// The address (CIDR) of `ifname` in the pod, and its MAC.
@@ -289,14 +290,9 @@ fn assert_allocations_match(node: &Node, pods: &[&Pod]) {
         .map(|a| bare(&a).to_owned())
         .collect();
     in_pods.sort();
-    let mut allocated: Vec<String> = node
-        .ipam_allocations()
-        .iter()
-        .map(|a| a.rsplit('/').next().unwrap_or_default().to_owned())
-        .collect();
-    allocated.sort();
     assert_eq!(
-        allocated, in_pods,
+        node.allocated_addresses(),
+        in_pods,
         "host-local allocations against the pods' addresses"
     );
 }
@@ -346,15 +342,7 @@ fn adds_a_secondary_to_a_running_pod(via: Via) {
     w.del_and_assert_clean(&web);
 }
 
-#[test]
-fn files_a_secondary_added_to_the_annotation_appears_in_the_running_pod() {
-    adds_a_secondary_to_a_running_pod(Via::Files);
-}
-
-#[test]
-fn kube_a_secondary_added_to_the_annotation_appears_in_the_running_pod() {
-    adds_a_secondary_to_a_running_pod(Via::Kube);
-}
+both_sources!(adds_a_secondary_to_a_running_pod: files_a_secondary_added_to_the_annotation_appears_in_the_running_pod, kube_a_secondary_added_to_the_annotation_appears_in_the_running_pod);
 
 fn removes_one_from_the_middle(via: Via) {
     let web = Pod::new("tenant", "web");
@@ -391,15 +379,7 @@ fn removes_one_from_the_middle(via: Via) {
     w.del_and_assert_clean(&web);
 }
 
-#[test]
-fn files_removing_a_selection_from_the_middle_leaves_the_others_as_they_were() {
-    removes_one_from_the_middle(Via::Files);
-}
-
-#[test]
-fn kube_removing_a_selection_from_the_middle_leaves_the_others_as_they_were() {
-    removes_one_from_the_middle(Via::Kube);
-}
+both_sources!(removes_one_from_the_middle: files_removing_a_selection_from_the_middle_leaves_the_others_as_they_were, kube_removing_a_selection_from_the_middle_leaves_the_others_as_they_were);
 
 fn swaps_one_for_another(via: Via) {
     let web = Pod::new("tenant", "web");
@@ -430,37 +410,18 @@ fn addressed_if(pod: &Pod, ifname: &str) -> Option<String> {
     pod.link(ifname).and_then(|l| l.addresses.first().cloned())
 }
 
-#[test]
-fn files_swapping_one_network_for_another_reuses_its_interface_name() {
-    swaps_one_for_another(Via::Files);
-}
-
-#[test]
-fn kube_swapping_one_network_for_another_reuses_its_interface_name() {
-    swaps_one_for_another(Via::Kube);
-}
+both_sources!(swaps_one_for_another: files_swapping_one_network_for_another_reuses_its_interface_name, kube_swapping_one_network_for_another_reuses_its_interface_name);
 
 fn an_unknown_nad_waits_until_it_exists(via: Via) {
     let web = Pod::new("tenant", "web");
     let mut w = world(via);
     w.start_pod(&web, "a");
-    let before = web
-        .links()
-        .iter()
-        .map(|l| l.addresses.clone())
-        .collect::<Vec<_>>();
+    let before = interfaces(&web);
 
     w.annotate(&web, "a,ghost");
     w.wait_for_warning(&web, "tenant/ghost", "not found", 1.0);
     // Nothing changed.
-    assert_eq!(web.link_names(), ["eth0", "net1"]);
-    assert_eq!(
-        web.links()
-            .iter()
-            .map(|l| l.addresses.clone())
-            .collect::<Vec<_>>(),
-        before
-    );
+    assert_eq!(interfaces(&web), before);
     assert_allocations_match(&w.node, &[&web]);
 
     // The NAD is created: a retry attaches it, without the pod changing again.
@@ -478,15 +439,7 @@ fn an_unknown_nad_waits_until_it_exists(via: Via) {
     w.del_and_assert_clean(&web);
 }
 
-#[test]
-fn files_an_unknown_nad_is_warned_about_and_attached_once_it_exists() {
-    an_unknown_nad_waits_until_it_exists(Via::Files);
-}
-
-#[test]
-fn kube_an_unknown_nad_is_warned_about_and_attached_once_it_exists() {
-    an_unknown_nad_waits_until_it_exists(Via::Kube);
-}
+both_sources!(an_unknown_nad_waits_until_it_exists: files_an_unknown_nad_is_warned_about_and_attached_once_it_exists, kube_an_unknown_nad_is_warned_about_and_attached_once_it_exists);
 
 fn a_failing_delegate_is_rolled_back_and_retried(via: Via) {
     let web = Pod::new("tenant", "web");
@@ -495,30 +448,20 @@ fn a_failing_delegate_is_rolled_back_and_retried(via: Via) {
     broken["master"] = json!("no-such-if");
     w.nad("broken", &broken);
     w.start_pod(&web, "a,b");
-    let before = web
-        .links()
-        .iter()
-        .map(|l| (l.name.clone(), l.addresses.clone()))
-        .collect::<Vec<_>>();
+    let before = interfaces(&web);
 
     w.annotate(&web, "a,b,broken");
     w.wait_for_warning(&web, "tenant/broken", "macvlan", 1.0);
     // Rolled back: the other interfaces are as they were and no address was kept for it.
-    let links = || {
-        web.links()
-            .iter()
-            .map(|l| (l.name.clone(), l.addresses.clone()))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(links(), before);
+    assert_eq!(interfaces(&web), before);
     assert_allocations_match(&w.node, &[&web]);
     // Retried with backoff while the annotation asks for it.
     w.wait_for_warning(&web, "tenant/broken", "macvlan", 2.0);
-    assert_eq!(links(), before);
+    assert_eq!(interfaces(&web), before);
     if via == Via::Kube {
         // The same failure again is one event with a count, not one event per retry.
         let series = wait_for("the Warning's series to count the retry", || {
-            let warnings: Vec<Value> = events_of(&w.node, &web)
+            let warnings: Vec<Value> = events_for(&w.node, &web)
                 .into_iter()
                 .filter(|e| e["type"] == "Warning")
                 .collect();
@@ -536,15 +479,7 @@ fn a_failing_delegate_is_rolled_back_and_retried(via: Via) {
     w.del_and_assert_clean(&web);
 }
 
-#[test]
-fn files_a_nad_whose_delegate_fails_is_rolled_back_and_retried() {
-    a_failing_delegate_is_rolled_back_and_retried(Via::Files);
-}
-
-#[test]
-fn kube_a_nad_whose_delegate_fails_is_rolled_back_and_retried() {
-    a_failing_delegate_is_rolled_back_and_retried(Via::Kube);
-}
+both_sources!(a_failing_delegate_is_rolled_back_and_retried: files_a_nad_whose_delegate_fails_is_rolled_back_and_retried, kube_a_nad_whose_delegate_fails_is_rolled_back_and_retried);
 
 /// From now on the `hold-bridge` plugin stays in every `command` call until [`release`].
 fn hold(w: &World, command: &str) {
@@ -656,15 +591,7 @@ fn slow_nad() -> Value {
     slow
 }
 
-#[test]
-fn files_plexusd_killed_in_the_middle_of_a_change_finishes_it_after_restart() {
-    a_crash_in_the_middle_of_a_change_is_finished_after_restart(Via::Files);
-}
-
-#[test]
-fn kube_plexusd_killed_in_the_middle_of_a_change_finishes_it_after_restart() {
-    a_crash_in_the_middle_of_a_change_is_finished_after_restart(Via::Kube);
-}
+both_sources!(a_crash_in_the_middle_of_a_change_is_finished_after_restart: files_plexusd_killed_in_the_middle_of_a_change_finishes_it_after_restart, kube_plexusd_killed_in_the_middle_of_a_change_finishes_it_after_restart);
 
 fn a_del_racing_a_change_removes_everything(via: Via) {
     let web = Pod::new("tenant", "web");
@@ -691,25 +618,13 @@ fn a_del_racing_a_change_removes_everything(via: Via) {
     w.node.assert_clean();
 }
 
-#[test]
-fn files_a_del_racing_a_change_removes_everything() {
-    a_del_racing_a_change_removes_everything(Via::Files);
-}
-
-#[test]
-fn kube_a_del_racing_a_change_removes_everything() {
-    a_del_racing_a_change_removes_everything(Via::Kube);
-}
+both_sources!(a_del_racing_a_change_removes_everything: files_a_del_racing_a_change_removes_everything, kube_a_del_racing_a_change_removes_everything);
 
 fn a_recreated_pod_never_reaches_the_old_sandbox(via: Via) {
     let old = Pod::new("tenant", "web");
     let mut w = world(via);
     w.start_pod(&old, "a");
-    let before = old
-        .links()
-        .iter()
-        .map(|l| (l.name.clone(), l.addresses.clone()))
-        .collect::<Vec<_>>();
+    let before = interfaces(&old);
 
     // The pod is deleted and created again under its name (another uid), while the old
     // sandbox still runs, as when kubelet has not torn it down yet.
@@ -724,36 +639,20 @@ fn a_recreated_pod_never_reaches_the_old_sandbox(via: Via) {
     w.annotate(&new, "a");
     w.wait_for_links(&new, &["eth0", "net1"]);
 
-    let after = old
-        .links()
-        .iter()
-        .map(|l| (l.name.clone(), l.addresses.clone()))
-        .collect::<Vec<_>>();
+    let after = interfaces(&old);
     assert_eq!(after, before, "the old sandbox was touched");
     assert_allocations_match(&w.node, &[&old, &new]);
     assert!(w.node.del(&old).success());
     w.del_and_assert_clean(&new);
 }
 
-#[test]
-fn files_a_pod_recreated_under_the_same_name_never_reaches_the_old_sandbox() {
-    a_recreated_pod_never_reaches_the_old_sandbox(Via::Files);
-}
-
-#[test]
-fn kube_a_pod_recreated_under_the_same_name_never_reaches_the_old_sandbox() {
-    a_recreated_pod_never_reaches_the_old_sandbox(Via::Kube);
-}
+both_sources!(a_recreated_pod_never_reaches_the_old_sandbox: files_a_pod_recreated_under_the_same_name_never_reaches_the_old_sandbox, kube_a_pod_recreated_under_the_same_name_never_reaches_the_old_sandbox);
 
 fn nothing_happens_with_the_setting_off(via: Via) {
     let web = Pod::new("tenant", "web");
     let mut w = world_with(via, |builder| builder);
     w.start_pod(&web, "a,b");
-    let before = web
-        .links()
-        .iter()
-        .map(|l| (l.name.clone(), l.addresses.clone()))
-        .collect::<Vec<_>>();
+    let before = interfaces(&web);
     wait_for("plexusd to say hot-plug is off", || {
         w.node.log().contains("dynamic networks off").then_some(())
     });
@@ -763,17 +662,11 @@ fn nothing_happens_with_the_setting_off(via: Via) {
     // (one manifest directory, one watch).
     let other = Pod::new("tenant", "other");
     w.annotate(&other, "a");
-    let links = || {
-        web.links()
-            .iter()
-            .map(|l| (l.name.clone(), l.addresses.clone()))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(links(), before);
+    assert_eq!(interfaces(&web), before);
     // Nor after a restart, when plexusd would look at every recorded pod.
     w.node.restart_plexusd();
     w.wait_for_source();
-    assert_eq!(links(), before);
+    assert_eq!(interfaces(&web), before);
     assert_allocations_match(&w.node, &[&web]);
     let (_, metrics) = w.node.get("/metrics").expect("GET /metrics");
     assert!(
@@ -783,15 +676,7 @@ fn nothing_happens_with_the_setting_off(via: Via) {
     w.del_and_assert_clean(&web);
 }
 
-#[test]
-fn files_with_dynamic_networks_off_a_running_pod_keeps_its_networks() {
-    nothing_happens_with_the_setting_off(Via::Files);
-}
-
-#[test]
-fn kube_with_dynamic_networks_off_a_running_pod_keeps_its_networks() {
-    nothing_happens_with_the_setting_off(Via::Kube);
-}
+both_sources!(nothing_happens_with_the_setting_off: files_with_dynamic_networks_off_a_running_pod_keeps_its_networks, kube_with_dynamic_networks_off_a_running_pod_keeps_its_networks);
 
 #[test]
 fn a_removed_default_route_carrier_gives_the_route_back_to_the_cluster_network() {

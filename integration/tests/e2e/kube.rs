@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use plexus_integration::{Node, Pod};
 use serde_json::{Value, json};
 
-use crate::fixtures::{bare, bridge};
+use crate::fixtures::{bare, bridge, events_for};
 
 fn networks(value: &str) -> Value {
     json!({"k8s.v1.cni.cncf.io/networks": value})
@@ -30,17 +30,6 @@ fn network_status_annotation(node: &Node, pod: &Pod) -> Option<Value> {
         .as_str()?
         .to_owned();
     serde_json::from_str(&text).ok()
-}
-
-fn events_for(node: &Node, pod: &Pod) -> Vec<Value> {
-    node.cluster()
-        .events()
-        .into_iter()
-        .filter(|e| {
-            e["regarding"]["name"] == pod.name.as_str()
-                || e["involvedObject"]["name"] == pod.name.as_str()
-        })
-        .collect()
 }
 
 fn kube_node() -> Node {
