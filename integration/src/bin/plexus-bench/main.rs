@@ -214,10 +214,13 @@ fn run(args: &Args) -> Result<()> {
         let changes = args.reps.max(MIN_HOTPLUG_CHANGES);
         let mut hotplug_sources = Map::new();
         for (source, kube) in [("files", false), ("kube", true)] {
+            let load = settle_load()?;
             progress(&format!("{source} source: hot-plug, {changes} changes"));
             let result = hotplug::measure(kube, changes)?;
             print_hotplug(source, &result);
-            hotplug_sources.insert(source.into(), hotplug_json(&result));
+            let mut entry = hotplug_json(&result);
+            entry["loadavg_before"] = load.into();
+            hotplug_sources.insert(source.into(), entry);
         }
         hotplug_headline(&mut report, &hotplug_sources);
         report.insert("hotplug".into(), Value::Object(hotplug_sources));
@@ -325,9 +328,9 @@ fn settle_load() -> Result<f64> {
 
 fn print_machine(report: &Map<String, Value>) {
     let m = &report["machine"];
-    let busy = report["sources"]
-        .as_object()
-        .into_iter()
+    let busy = ["sources", "hotplug"]
+        .iter()
+        .filter_map(|part| report.get(*part).and_then(Value::as_object))
         .flat_map(|s| s.values())
         .filter_map(|s| s["loadavg_before"].as_f64())
         .fold(0.0, f64::max);
