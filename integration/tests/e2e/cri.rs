@@ -407,8 +407,15 @@ fn a_running_sandbox_follows_its_annotation_and_stop_removes_everything() {
     // stands in for the API server's pod).
     let edited = web.clone().networks("blue,ext");
     node.write_manifest("pod.yaml", &edited.manifest());
+    // Until net2 is in the sandbox and plexusd has recorded the change (its network-status,
+    // read under the pod's lock, has three entries): then addresses and allocations are final.
+    let recorded = || {
+        node.get(&format!("/v1/network-status/{}", status.id))
+            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+            .and_then(|s| s.as_array().map(Vec::len))
+    };
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while link_names_in(&status) != ["eth0", "net1", "net2"] {
+    while link_names_in(&status) != ["eth0", "net1", "net2"] || recorded() != Some(3) {
         assert!(
             std::time::Instant::now() < deadline,
             "net2 never appeared in the sandbox: {:?}",

@@ -150,12 +150,19 @@ impl World {
         self.node.add(pod).result();
     }
 
-    /// Waits until the pod's interfaces (besides lo) are exactly `names`.
+    /// Waits until the pod's interfaces (besides lo) are exactly `names` and plexusd has
+    /// finished the change that made them so (its network-status, read under the pod's lock,
+    /// lists the same ones): from then on addresses and host-local's allocations are final.
     fn wait_for_links(&self, pod: &Pod, names: &[&str]) {
         let mut want: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
         want.sort();
         wait_for(&format!("interfaces {want:?} in {}", pod.name), || {
-            (pod.link_names() == want).then_some(())
+            let mut recorded: Vec<String> = status_pairs(&self.node.network_status(pod))
+                .into_iter()
+                .map(|(_, interface)| interface)
+                .collect();
+            recorded.sort();
+            (pod.link_names() == want && recorded == want).then_some(())
         });
     }
 
@@ -392,7 +399,7 @@ fn swaps_one_for_another(via: Via) {
     wait_for("net2 on network c", || {
         addressed_if(&web, "net2").filter(|a| a.starts_with(&prefix[..10]))
     });
-    assert_eq!(web.link_names(), ["eth0", "net1", "net2"]);
+    w.wait_for_links(&web, &["eth0", "net1", "net2"]);
     assert_eq!(addressed(&web, "net1"), net1);
     assert_allocations_match(&w.node, &[&web]);
     w.wait_for_status(
