@@ -387,10 +387,24 @@ impl TestSource {
 
     /// Pod `namespace/name` with uid `uid` and this networks annotation (none if empty).
     pub fn set_pod(&self, namespace: &str, name: &str, uid: &str, networks: &str) {
-        let mut annotations = BTreeMap::new();
-        if !networks.is_empty() {
-            annotations.insert(NETWORKS_ANNOTATION, networks);
-        }
+        let annotations = [(NETWORKS_ANNOTATION, networks)];
+        let given = if networks.is_empty() {
+            &[][..]
+        } else {
+            &annotations[..]
+        };
+        self.set_pod_with(namespace, name, uid, given);
+    }
+
+    /// Pod `namespace/name` with uid `uid` and these annotations.
+    pub fn set_pod_with(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        annotations: &[(&str, &str)],
+    ) {
+        let annotations: BTreeMap<&str, &str> = annotations.iter().copied().collect();
         let metadata =
             json!({"name": name, "namespace": namespace, "uid": uid, "annotations": annotations});
         self.write(

@@ -21,7 +21,7 @@ use crate::records::{Attachment, Origin, Pending, PodRecord};
 use crate::resolve::{self, Delegate, ResolveError};
 use crate::selection::Selection;
 use crate::source::PodInfo;
-use crate::status::{self, NetworkStatus};
+use crate::status::{self, NETWORK_STATUS_ANNOTATION, NetworkStatus};
 
 /// What a hot-plug step did to one attachment, for metrics and logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -134,6 +134,9 @@ impl Plexus {
                 self.save_changed(&mut record)?;
             }
             self.tell_pod_changed(&record, pod.uid.as_deref(), &changes, &report);
+            if !changes.changed() {
+                self.republish_if_stale(&record, pod);
+            }
             Ok(Followed::Done(changes))
         }
         .instrument(span)
@@ -473,6 +476,24 @@ impl Plexus {
             };
             self.tell_pod_warning(pod, uid, reason, action, &failure.error);
         }
+    }
+
+    /// The pod's network-status says something else than the record, e.g. plexusd stopped
+    /// after recording a change and before writing its status: it is written again.
+    fn republish_if_stale(&self, record: &PodRecord, pod: &PodInfo) {
+        let published = pod
+            .annotation(NETWORK_STATUS_ANNOTATION)
+            .and_then(|text| serde_json::from_str::<Vec<NetworkStatus>>(text).ok());
+        // An empty status is a record whose ADD results were lost: the pod's own is better.
+        if record.network_status.is_empty() || published.as_ref() == Some(&record.network_status) {
+            return;
+        }
+        tracing::info!(pod = %pod.key, "network-status differs from the record; writing it again");
+        Arc::clone(&self.source).publish_status(
+            &pod.key,
+            pod.uid.as_deref(),
+            &record.network_status,
+        );
     }
 
     /// How hot-plug treats an attachment of the record.
@@ -848,6 +869,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_network_status_that_differs_from_the_record_is_written_again() {
+        let w = world("a").await;
+        let published = w.source.statuses().len();
+        let recorded = w.record().network_status;
+        // The pod's annotation lacks the status (a crash before it was written, say).
+        w.follow("a").await;
+        let statuses = w.source.statuses();
+        assert_eq!(statuses.len(), published + 1);
+        assert_eq!(statuses.last(), Some(&recorded));
+        // Once the pod says what the record says, nothing more is written.
+        let status = serde_json::to_string(&recorded).unwrap();
+        w.source.set_pod_with(
+            "tenant",
+            "web",
+            "u1",
+            &[
+                ("k8s.v1.cni.cncf.io/networks", "a"),
+                (NETWORK_STATUS_ANNOTATION, &status),
+            ],
+        );
+        let pod = w.source.pod_info("tenant", "web").await;
+        w.plexus.follow_annotation(&w.id(), &pod).await.unwrap();
+        assert_eq!(w.source.statuses().len(), published + 1);
+        assert!(w.calls_so_far().is_empty());
+    }
+
+    #[tokio::test]
     async fn the_intent_is_on_disk_before_any_delegate_runs() {
         let w = world("a,b").await;
         w.follow("a,c").await;
@@ -874,7 +922,6 @@ mod tests {
             Reply::Fails(crate::cni::CniError::new(11, "no carrier", "")),
         );
         let before = w.record();
-        let statuses = w.source.statuses().len();
 
         let changes = w.follow("a,c").await;
         assert_eq!(
@@ -887,10 +934,10 @@ mod tests {
             before,
             "the pod's other interfaces stay as they were"
         );
-        assert_eq!(
-            w.source.statuses().len(),
-            statuses,
-            "nothing changed, nothing published"
+        let published = w.source.statuses();
+        assert!(
+            published.iter().flatten().all(|s| s.name != "tenant/c"),
+            "{published:?}"
         );
         let warnings = w.event_notes("NetworkAttachFailed");
         assert_eq!(warnings.len(), 1);
