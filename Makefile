@@ -9,7 +9,7 @@ CRI_REPS ?= 30
 # CRI client's protos (the k8s-cri crate).
 APT_PACKAGES := containernetworking-plugins iproute2 iputils-ping jq curl containerd crun protobuf-compiler
 
-.PHONY: all deps build demo demo-flannel2 test bench lint fmt crd clean-demo
+.PHONY: all deps build demo demo-flannel2 test test-real-cluster image bench lint fmt crd clean-demo
 
 all: build
 
@@ -22,7 +22,7 @@ deps:
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		export DEBIAN_FRONTEND=noninteractive; \
-		apt-get update -qq && apt-get install -y -qq $$missing; \
+		apt-get update -qq && apt-get install -y -qq $(APT_INSTALL_FLAGS) $$missing; \
 	fi
 
 build:
@@ -49,6 +49,33 @@ test: deps
 		echo "$(CARGO) test --workspace"; \
 		$(CARGO) test --workspace; \
 	fi
+
+# The kube tests against a real cluster (README "Tests"): `make test-real-cluster
+# KUBECONFIG=~/.kube/config`. nextest's real-cluster profile (.config/nextest.toml) runs them
+# one at a time and skips, as nextest reports, those that need the test API server.
+test-real-cluster: deps
+	@test -n "$(KUBECONFIG)" || { echo "usage: make test-real-cluster KUBECONFIG=path/to/kubeconfig"; exit 2; }
+	$(CARGO) build --workspace --bins
+	PLEXUS_TEST_KUBECONFIG="$(KUBECONFIG)" $(CARGO) nextest run --profile real-cluster
+
+# The DaemonSet's image (examples/deploy/Containerfile), built with Debian's podman (crun) from a
+# root filesystem assembled from the release binaries and this machine's Debian files: nothing is
+# pulled from a registry. IMAGE must match the DaemonSet's `image:` (a test compares them).
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+IMAGE ?= localhost/plexus:$(VERSION)
+IMAGE_PACKAGES := podman iptables netbase
+# The binaries' profile: release for an image to ship. The image tests pass IMAGE_PROFILE=debug
+# and use the debug binaries `make test` has already built (the same `--workspace --bins`
+# build, so nothing is rebuilt), so that testing the image adds no release build to the run.
+IMAGE_PROFILE ?= release
+IMAGE_BUILD := $(if $(filter release,$(IMAGE_PROFILE)),--release -p plexus-controller -p plexus-shim,--workspace) --bins
+image:
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(IMAGE_PACKAGES)" APT_INSTALL_FLAGS=--no-install-recommends
+	$(CARGO) build $(IMAGE_BUILD)
+	examples/deploy/image-rootfs.sh $${CARGO_TARGET_DIR:-target}/$(IMAGE_PROFILE) target/image/rootfs
+	podman build --quiet --runtime crun -f examples/deploy/Containerfile -t $(IMAGE) target/image
+	@size=$$(podman image inspect --format '{{.Size}}' $(IMAGE)); \
+		echo "image $(IMAGE): $$size bytes ($$(numfmt --to=iec-i --suffix=B $$size))"
 
 # What Plexus costs over the plugins it runs (issue 6): release builds, then the bench as root
 # (tables on stdout, JSON in target/bench/plexus-bench.json). Flags go in BENCH_ARGS, e.g.

@@ -1,13 +1,16 @@
 //! Runs a pod's delegates: ADD in order with rollback, DEL in reverse past failures, CHECK,
 //! STATUS and GC, each delegate as a chain of plugins (CNI §3).
 
+use std::time::Instant;
+
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::clock::Timestamp;
 use crate::cni::{
     CniResult, CniVersion, Command, DelegateCall, ExecError, Executor, NetconfError, NetworkConfig,
 };
-use crate::records::Attachment;
+use crate::records::{Attached, Attachment};
 use crate::resolve::Delegate;
 
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +175,7 @@ pub async fn add_chain(
 
 /// A plugin's result as the next plugin and the record need it: in the chain's version.
 /// A result already in that version is kept as it is, so keys Plexus does not model survive.
-fn normalize_result(stdout: &[u8], version: CniVersion) -> Result<Value, String> {
+pub(crate) fn normalize_result(stdout: &[u8], version: CniVersion) -> Result<Value, String> {
     let (result, written_in) = CniResult::parse(stdout, version).map_err(|e| e.to_string())?;
     if written_in == version {
         let mut raw: Value = serde_json::from_slice(stdout).map_err(|e| e.to_string())?;
@@ -267,12 +270,36 @@ pub async fn attach_all(
     delegates: &[Delegate],
     target: Target<'_>,
 ) -> Result<Vec<Value>, AddFailure> {
-    let mut results = Vec::with_capacity(delegates.len());
+    let added = attach_all_timed(exec, delegates, target).await?;
+    Ok(added.into_iter().map(|a| a.result).collect())
+}
+
+/// One delegate's ADD result, with when its chain finished and how long it took.
+#[derive(Debug, Clone)]
+pub struct Added {
+    pub result: Value,
+    pub attached: Attached,
+}
+
+/// [`attach_all`], keeping each delegate's timing for the record (`plexusd inspect`).
+pub async fn attach_all_timed(
+    exec: &dyn Executor,
+    delegates: &[Delegate],
+    target: Target<'_>,
+) -> Result<Vec<Added>, AddFailure> {
+    let mut added = Vec::with_capacity(delegates.len());
     for delegate in delegates {
         let span =
             tracing::info_span!("attach", network = %delegate.network, ifname = %delegate.ifname);
+        let started = Instant::now();
         match add_chain(exec, delegate, target).instrument(span).await {
-            Ok(result) => results.push(result),
+            Ok(result) => added.push(Added {
+                result,
+                attached: Attached {
+                    at: Timestamp::now(),
+                    took_us: Some(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)),
+                },
+            }),
             Err(error) => {
                 tracing::warn!(%error, "ADD failed; rolling back");
                 // Its ADD failed, so the plugin should have undone its own work; a DEL that
@@ -283,15 +310,17 @@ pub async fn attach_all(
                 }
                 let done = delegates
                     .iter()
-                    .zip(results)
-                    .map(|(delegate, result)| Attachment::added(delegate.clone(), result))
+                    .zip(added)
+                    .map(|(delegate, added)| {
+                        Attachment::added(delegate.clone(), added.result).at(added.attached)
+                    })
                     .collect();
                 let leftovers = rollback(exec, done, target).await;
                 return Err(AddFailure { error, leftovers });
             }
         }
     }
-    Ok(results)
+    Ok(added)
 }
 
 /// Deletes attachments this ADD made, in reverse; returns those whose DEL failed.

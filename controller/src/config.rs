@@ -86,6 +86,18 @@ pub struct Config {
     /// The deadline for one delegate call, in seconds.
     pub delegate_timeout_seconds: u64,
     pub log_format: LogFormat,
+    /// The kubelet's PodResources socket: which device-plugin devices a pod was given.
+    pub pod_resources_socket: PathBuf,
+    /// How long one PodResources lookup may take, in seconds, connecting included.
+    pub pod_resources_timeout_seconds: u64,
+    /// The NPWG device-info directory: device plugins write `dp/`, Plexus writes `cni/`.
+    pub device_info_dir: PathBuf,
+    /// Look devices up in the pods' DRA ResourceClaims (`kube` source, when the API server
+    /// serves resource.k8s.io/v1), and write their KEP-4817 network data back.
+    pub dra: bool,
+    /// Multus's cache dir (its `cniDir`, e.g. `/var/lib/cni/multus`): the pods Multus attached
+    /// are adopted from it, at start and on DEL. Empty: off.
+    pub multus_cache_dir: Option<PathBuf>,
     /// Running pods follow their networks annotation: selections added to it are attached,
     /// selections removed from it are detached. Off by default, as in Multus.
     pub dynamic_networks: bool,
@@ -112,6 +124,11 @@ impl Default for Config {
             metrics_address: None,
             delegate_timeout_seconds: 60,
             log_format: LogFormat::Text,
+            pod_resources_socket: "/var/lib/kubelet/pod-resources/kubelet.sock".into(),
+            pod_resources_timeout_seconds: 3,
+            device_info_dir: "/var/run/k8s.cni.cncf.io/devinfo".into(),
+            dra: true,
+            multus_cache_dir: None,
             dynamic_networks: false,
         }
     }
@@ -147,6 +164,16 @@ impl Config {
         }
         if self.delegate_timeout_seconds == 0 {
             return Err("delegateTimeoutSeconds must be at least 1".into());
+        }
+        if self.pod_resources_timeout_seconds == 0 {
+            return Err("podResourcesTimeoutSeconds must be at least 1".into());
+        }
+        if self
+            .multus_cache_dir
+            .as_ref()
+            .is_some_and(|d| d.is_relative())
+        {
+            return Err("multusCacheDir must be an absolute path".into());
         }
         self.default_network_refs().map(drop)
     }
@@ -188,6 +215,10 @@ impl Config {
     pub fn delegate_timeout(&self) -> Duration {
         Duration::from_secs(self.delegate_timeout_seconds)
     }
+
+    pub fn pod_resources_timeout(&self) -> Duration {
+        Duration::from_secs(self.pod_resources_timeout_seconds)
+    }
 }
 
 #[cfg(test)]
@@ -224,12 +255,18 @@ mod tests {
         assert!(parse("defaultNetworks: [Bad_Name]\n").is_err());
         assert!(parse("cniBinDirs: []\n").is_err());
         assert!(parse("delegateTimeoutSeconds: 0\n").is_err());
+        assert!(parse("podResourcesTimeoutSeconds: 0\n").is_err());
+        assert!(parse("multusCacheDir: var/lib/cni/multus\n").is_err());
     }
 
     #[test]
     fn no_file_means_defaults() {
         let config = Config::load(None).unwrap();
         assert_eq!(config.delegate_timeout(), Duration::from_secs(60));
+        assert_eq!(
+            config.multus_cache_dir, None,
+            "adopting from Multus is off by default"
+        );
         assert!(!config.dynamic_networks, "hot-plug is opt-in");
     }
 

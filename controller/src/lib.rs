@@ -4,6 +4,10 @@
 pub mod addr;
 /// A pod's delegates run in order, rolled back, deleted, checked and garbage-collected.
 pub mod attach;
+/// What the admission webhook and `plexusd validate` check in NADs, pods and pod templates.
+pub mod checks;
+/// Wall-clock instants as records and `plexusd inspect` show them.
+pub mod clock;
 /// CNI spec types, version conversion and the delegate executor.
 pub mod cni;
 /// The CNI conf dir: the cluster network and NADs without an inline config.
@@ -12,16 +16,24 @@ pub mod confdir;
 pub mod config;
 /// Plexus's own `00-plexus.conflist`, generated from the cluster network's config.
 pub mod conflist;
+/// Which device each attachment runs with: device plugins, DRA claims, device-info.
+pub mod devices;
 /// Following a directory's changes (manifests, the CNI conf dir).
 pub mod dirwatch;
+/// The most recent failed ADDs, for `plexusd inspect`.
+pub mod failures;
 /// Networks that follow a running pod's annotation: what changes, and when.
 pub mod hotplug;
+/// `plexusd inspect`: the report of what is attached on the node, and its client.
+pub mod inspect;
 /// Files put on the node atomically: the shim in the CNI bin dir, the conflist.
 pub mod install;
 /// Per-container serialization of operations.
 pub mod locks;
 /// Prometheus metrics and the executor wrapper that times delegates.
 pub mod metrics;
+/// Multus's per-container cache, read to adopt the pods Multus attached.
+pub mod multus;
 /// Validated identifiers (container ids, interface names, Kubernetes names).
 pub mod names;
 /// plexusd's own netlink work inside pod namespaces (default-route moves).
@@ -46,3 +58,7 @@ pub mod source;
 pub mod status;
 #[cfg(test)]
 pub mod testing;
+/// `plexusd validate`: the admission checks, offline, on manifest files.
+pub mod validate;
+/// `plexusd webhook`: the admission checks as a validating admission webhook.
+pub mod webhook;

@@ -8,14 +8,16 @@ use std::time::Duration;
 use clap::Parser;
 use plexus_controller::cni::PluginExecutor;
 use plexus_controller::config::{Config, LogFormat, SourceKind};
+use plexus_controller::inspect::{self, client::Inspect, client::Output};
 use plexus_controller::metrics::{Metered, Metrics};
+use plexus_controller::names::{ContainerId, PodKey};
 use plexus_controller::records::RecordStore;
 use plexus_controller::server::{self, AppState};
 use plexus_controller::service::Plexus;
 use plexus_controller::source::Source;
 use plexus_controller::source::files::FilesSource;
 use plexus_controller::source::kube::{self, KubeSource};
-use plexus_controller::{conflist, hotplug, install, probe};
+use plexus_controller::{conflist, hotplug, install, probe, validate, webhook};
 
 /// The Plexus node controller: attaches pods to the networks their annotations name.
 #[derive(Parser)]
@@ -45,9 +47,36 @@ enum Tool {
         #[arg(long)]
         ready: bool,
     },
+    /// Serves the admission webhook: refuses broken NADs, warns about pods whose network
+    /// annotations would fail (HTTPS; see examples/deploy/webhook/).
+    Webhook(webhook::WebhookArgs),
+    /// Checks NAD and pod manifests (and CNI conf files) offline, as the webhook would; exits
+    /// 1 when anything is invalid.
+    Validate(validate::ValidateArgs),
+    /// Prints what plexusd attached on this node, per container, and the last failed ADD of
+    /// each pod (root only: it asks plexusd over its socket).
+    Inspect {
+        /// plexusd's socket; default: `socketPath` of the config file, else
+        /// /run/plexus/plexus.sock.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Only this pod, as NAMESPACE/NAME.
+        #[arg(long, value_parser = parse_pod)]
+        pod: Option<PodKey>,
+        /// Only this container (the pod sandbox's id).
+        #[arg(long)]
+        container: Option<ContainerId>,
+        /// `json` (the endpoint's answer) or `wide` (more columns); a table without.
+        #[arg(short, long)]
+        output: Option<Output>,
+    },
 }
 
-fn run_tool(tool: Tool) -> ExitCode {
+fn parse_pod(text: &str) -> Result<PodKey, String> {
+    inspect::parse_pod(text).map_err(|e| e.to_string())
+}
+
+fn run_tool(tool: Tool, config: Option<&std::path::Path>) -> ExitCode {
     let outcome = match tool {
         Tool::InstallShim { from, to } => install::install_shim(&from, &to)
             .map(|path| format!("installed {}", path.display()))
@@ -56,6 +85,23 @@ fn run_tool(tool: Tool) -> ExitCode {
             let path = if ready { "/readyz" } else { "/healthz" };
             probe::probe(&socket, path, Duration::from_secs(3)).map_err(|e| e.to_string())
         }
+        // main runs these itself: they need the config and the runtime.
+        Tool::Webhook(_) | Tool::Validate(_) => Err("not a synchronous tool".into()),
+        Tool::Inspect {
+            socket,
+            pod,
+            container,
+            output,
+        } => inspect_socket(socket, config).and_then(|socket| {
+            let filter = inspect::Filter { pod, container };
+            Inspect {
+                socket,
+                filter,
+                output,
+            }
+            .run()
+            .map_err(|e| e.to_string())
+        }),
     };
     match outcome {
         Ok(said) => {
@@ -72,15 +118,24 @@ fn run_tool(tool: Tool) -> ExitCode {
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(tool) = args.command {
-        return run_tool(tool);
-    }
-    let config = match Config::load(args.config.as_deref()) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("plexusd: {e}");
-            return ExitCode::FAILURE;
+    let config = match args.command {
+        Some(Tool::Webhook(webhook)) => {
+            return match load_config(args.config.as_deref()) {
+                Ok(config) => run_webhook(webhook, config).await,
+                Err(failed) => failed,
+            };
         }
+        Some(Tool::Validate(validate)) => {
+            return match load_config(args.config.as_deref()) {
+                Ok(config) => run_validate(validate, config).await,
+                Err(failed) => failed,
+            };
+        }
+        Some(tool) => return run_tool(tool, args.config.as_deref()),
+        None => match load_config(args.config.as_deref()) {
+            Ok(config) => config,
+            Err(failed) => return failed,
+        },
     };
     init_logging(config.log_format);
     match run(config).await {
@@ -101,7 +156,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
         SourceKind::Kube => {
             let client = kube::client(config.kubeconfig.as_deref()).await?;
-            KubeSource::start(client, &config.node_name())
+            KubeSource::start(client, &config.node_name(), config.dra)
         }
     };
     let records = RecordStore::open(&config.records_dir)?;
@@ -117,6 +172,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         keep_conflist_current(&config);
     }
     let plexus = Arc::new(Plexus::new(config, source, executor, records)?);
+    // Before the socket is served, so the runtime's first DEL or GC already sees them.
+    plexus.adopt_from_multus().await;
     tokio::spawn(hotplug::reconciler::run(
         Arc::clone(&plexus),
         Arc::clone(&metrics),
@@ -145,6 +202,57 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     server::serve(&socket, state, until_stopped()).await?;
     Ok(())
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("plexusd: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+async fn run_webhook(args: webhook::WebhookArgs, config: Config) -> ExitCode {
+    init_logging(config.log_format);
+    match webhook::run(args, config, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "webhook stopped");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_validate(args: validate::ValidateArgs, config: Config) -> ExitCode {
+    let rules = match plexus_controller::checks::PodRules::new(config) {
+        Ok(rules) => rules,
+        Err(e) => {
+            eprintln!("plexusd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = validate::validate(&args, &rules, std::io::stdin().lock()).await;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    eprintln!("plexusd validate: {}", report.summary());
+    if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The socket `plexusd inspect` asks: `--socket`, else the config file's `socketPath`.
+fn inspect_socket(
+    socket: Option<PathBuf>,
+    config: Option<&std::path::Path>,
+) -> Result<PathBuf, String> {
+    match socket {
+        Some(socket) => Ok(socket),
+        None => Config::load(config)
+            .map(|c| c.socket_path)
+            .map_err(|e| e.to_string()),
+    }
 }
 
 /// Writes Plexus's conflist once the cluster network's config exists, and keeps it current.

@@ -99,6 +99,22 @@ string_newtype!(
     check_dns_subdomain
 );
 
+string_newtype!(
+    /// An extended resource name such as a device plugin advertises (`intel.com/sriov_vf`),
+    /// as a NAD's `k8s.v1.cni.cncf.io/resourceName` annotation names it.
+    ResourceName,
+    "resource name",
+    check_resource_name
+);
+
+string_newtype!(
+    /// A DNS-1123 label that names something inside an object: a pod's resource claim entry,
+    /// a ResourceClaim's request.
+    Label,
+    "DNS label",
+    check_dns_label
+);
+
 impl Namespace {
     /// A namespace name written in plexusd's own code; it must be valid (tests check each).
     pub(crate) fn well_known(name: &'static str) -> Self {
@@ -181,6 +197,39 @@ fn check_dns_part(part: &str) -> Result<(), &'static str> {
             Ok(())
         }
         _ => Err("may only contain lowercase letters, digits and '-'"),
+    }
+}
+
+/// Kubernetes' rule for extended resources: a qualified name whose prefix is a domain outside
+/// kubernetes.io, the only names a device plugin can register.
+fn check_resource_name(value: &str) -> Result<(), &'static str> {
+    let Some((domain, name)) = value.split_once('/') else {
+        return Err("must be domain/name, e.g. intel.com/sriov_netdevice");
+    };
+    if name.contains('/') {
+        return Err("must contain exactly one '/'");
+    }
+    if check_dns_subdomain(domain).is_err() {
+        return Err("its domain must be a DNS name of lowercase letters, digits, '-' and '.'");
+    }
+    if domain == "kubernetes.io" || domain.ends_with(".kubernetes.io") {
+        return Err("the kubernetes.io domain is reserved for Kubernetes' own resources");
+    }
+    let bytes = name.as_bytes();
+    if bytes.is_empty() || bytes.len() > 63 {
+        return Err("its name part must be 1 to 63 characters");
+    }
+    let inner_ok = bytes
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let ends_ok =
+        bytes[0].is_ascii_alphanumeric() && bytes[bytes.len() - 1].is_ascii_alphanumeric();
+    if inner_ok && ends_ok {
+        Ok(())
+    } else {
+        Err(
+            "its name part may only contain letters, digits, '-', '_' and '.', and must start and end with a letter or digit",
+        )
     }
 }
 
@@ -272,6 +321,37 @@ mod tests {
         assert!(ObjectName::parse("macvlan.conf-1").is_ok());
         assert!(ObjectName::parse("bad_name").is_err());
         assert!(ObjectName::parse("-x").is_err());
+    }
+
+    #[test]
+    fn resource_names_are_extended_resource_names() {
+        for good in [
+            "intel.com/intel_sriov_netdevice",
+            "nvidia.com/gpu",
+            "example.com/a.b-c_D9",
+        ] {
+            assert!(ResourceName::parse(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "sriov",
+            "intel.com/",
+            "/sriov",
+            "intel.com/a/b",
+            "Intel.com/sriov",
+            "intel.com/-sriov",
+            "intel.com/sriov_",
+            "intel.com/sri ov",
+            "kubernetes.io/sriov",
+            "x.kubernetes.io/sriov",
+        ] {
+            let error = ResourceName::parse(bad).unwrap_err();
+            assert!(
+                error.to_string().starts_with("invalid resource name"),
+                "{error}"
+            );
+        }
+        assert!(ResourceName::parse(&format!("a.com/{}", "x".repeat(64))).is_err());
     }
 
     #[test]

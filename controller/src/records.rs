@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Timestamp;
 use crate::cni::CniVersion;
 use crate::names::{ContainerId, IfName, PodKey};
 use crate::resolve::Delegate;
@@ -65,6 +66,20 @@ pub struct Attachment {
     /// A hot-plug change in flight on this attachment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
+    /// When the ADD (or hot-plug's attach) was made and how long it took, for
+    /// `plexusd inspect`. Absent in records written before Plexus kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attached: Option<Attached>,
+}
+
+/// When an attachment's ADD finished, and how long its chain took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attached {
+    pub at: Timestamp,
+    /// Unknown for attachments adopted from Multus's cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub took_us: Option<u64>,
 }
 
 impl Attachment {
@@ -75,6 +90,7 @@ impl Attachment {
             result: None,
             origin: None,
             pending: None,
+            attached: None,
         }
     }
 
@@ -95,6 +111,12 @@ impl Attachment {
         self.pending = Some(pending);
         self
     }
+
+    /// The same attachment, saying when its ADD finished and how long it took.
+    pub fn at(mut self, attached: Attached) -> Self {
+        self.attached = Some(attached);
+        self
+    }
 }
 
 /// Everything plexusd knows about one container's attachments.
@@ -107,18 +129,31 @@ pub struct PodRecord {
     pub netns: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodKey>,
+    /// The pod's uid as the runtime (or Multus's cache) gave it: `plexusd inspect` shows it,
+    /// and hot-plug acts only on a pod of this uid, so a pod recreated under the same name
+    /// never reaches this container. `None` in records from before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<String>,
+    /// Set when the record was adopted from Multus's cache rather than made by an ADD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<Adoption>,
     pub runtime_version: CniVersion,
     pub attachments: Vec<Attachment>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub network_status: Vec<NetworkStatus>,
-    /// The pod's uid at ADD: hot-plug acts only on a pod of this uid, so a pod recreated under
-    /// the same name never reaches this container. `None` in records from before it was kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_uid: Option<String>,
     /// A DEL started and could not delete everything: the pod is being torn down, and
     /// hot-plug keeps out of it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleting: bool,
+}
+
+/// Where and when a record was adopted from Multus's per-container cache.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Adoption {
+    /// Multus's cache file; Plexus reads it and leaves it where it is.
+    pub from: PathBuf,
+    pub at: Timestamp,
 }
 
 #[derive(Clone)]
@@ -209,6 +244,21 @@ impl RecordStore {
         Ok(records)
     }
 
+    /// The container of every record file (readable or not), for `plexusd inspect`.
+    pub fn ids(&self) -> Result<Vec<ContainerId>, RecordError> {
+        let entries = fs::read_dir(&self.dir).map_err(|source| RecordError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        Ok(entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                ContainerId::parse(name.strip_suffix(SUFFIX)?).ok()
+            })
+            .collect())
+    }
+
     /// How many records there are (unreadable ones included).
     pub fn count(&self) -> usize {
         std::fs::read_dir(&self.dir)
@@ -292,8 +342,13 @@ mod tests {
                     search: vec![],
                 }),
                 default_route: Some(vec!["192.168.1.1".into()]),
+                device_info: None,
             }],
-            pod_uid: Some("6f1c-uid".into()),
+            pod_uid: Some("0b9e5e3c-2d43-4f7c-9a51-6e1f3c1d2b7a".into()),
+            adopted: Some(Adoption {
+                from: PathBuf::from("/var/lib/cni/multus").join(container),
+                at: Timestamp::from_millis(1_700_000_000_000),
+            }),
             deleting: true,
             ..PodRecord::test(
                 container,
@@ -302,12 +357,20 @@ mod tests {
                         cluster,
                         json!({"cniVersion": "1.0.0", "ips": [{"address": "10.244.0.5/24"}], "x-vendor": [1]}),
                     )
-                    .with_origin(Origin::ClusterNetwork),
+                    .with_origin(Origin::ClusterNetwork)
+                    .at(Attached {
+                        at: Timestamp::from_millis(1_700_000_000_123),
+                        took_us: Some(4321),
+                    }),
                     Attachment::added(
                         secondary,
                         json!({"cniVersion": "0.3.1", "ips": [{"version": "4", "address": "192.168.1.5/24"}]}),
                     )
-                    .with_pending(Pending::Detach),
+                    .with_pending(Pending::Detach)
+                    .at(Attached {
+                        at: Timestamp::from_millis(1_700_000_000_456),
+                        took_us: None,
+                    }),
                     Attachment::intended(intended)
                         .with_origin(Origin::Selection)
                         .with_pending(Pending::Attach),
@@ -362,6 +425,25 @@ mod tests {
                 "{key} in {written}"
             );
         }
+    }
+
+    #[test]
+    fn a_record_written_before_inspect_and_adoption_existed_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let mut old = serde_json::to_value(full_record("c1")).unwrap();
+        let object = old.as_object_mut().unwrap();
+        object.remove("podUid");
+        object.remove("adopted");
+        for attachment in old["attachments"].as_array_mut().unwrap() {
+            attachment.as_object_mut().unwrap().remove("attached");
+        }
+        fs::write(dir.path().join("c1.json"), old.to_string()).unwrap();
+        let loaded = store.load(&id("c1")).unwrap().unwrap();
+        assert_eq!(loaded.pod_uid, None);
+        assert_eq!(loaded.adopted, None);
+        assert!(loaded.attachments.iter().all(|a| a.attached.is_none()));
+        assert_eq!(loaded.attachments.len(), 3);
     }
 
     #[test]
@@ -466,6 +548,29 @@ mod tests {
         good.sort();
         assert_eq!(good, ["c1", "c3"]);
         assert_eq!(bad, [corrupt]);
+    }
+
+    #[test]
+    fn a_record_with_a_device_round_trips_and_one_from_before_devices_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let mut record = full_record("c1");
+        record.attachments[1].delegate.device = Some(crate::devices::Device {
+            id: "0000:03:00.2".into(),
+            resource: Some("example.com/vf".into()),
+            source: crate::devices::DeviceSource::DevicePlugin,
+            info_file: Some("/run/devinfo/cni/ns1-mac-c1_data0".into()),
+        });
+        record.network_status[0].device_info = Some(json!({"type": "pci", "version": "1.1.0"}));
+        store.save(&record).unwrap();
+        assert_eq!(store.load(&id("c1")).unwrap(), Some(record));
+
+        // Written by a plexusd that knew no devices: no device, no device-info keys.
+        let old = full_record("c2");
+        let text = serde_json::to_string(&old).unwrap();
+        assert!(!text.contains("device"), "{text}");
+        fs::write(dir.path().join("c2.json"), text).unwrap();
+        assert_eq!(store.load(&id("c2")).unwrap(), Some(old));
     }
 
     #[test]

@@ -64,6 +64,8 @@ pub struct Network {
     /// The config object with its `name` filled in; what the delegate's requests start from.
     pub raw: Value,
     pub version: CniVersion,
+    /// The NAD's `k8s.v1.cni.cncf.io/resourceName`: the pool its delegate takes a device from.
+    pub resource_name: Option<String>,
 }
 
 /// A network config before its version is known: `version` is `None` when the config names
@@ -125,6 +127,7 @@ impl Unversioned {
             config: self.config,
             raw: self.raw,
             version,
+            resource_name: None,
         })
     }
 
@@ -154,6 +157,9 @@ pub struct Delegate {
     pub cni_args: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_route: Option<Vec<IpAddr>>,
+    /// The device the delegate runs with; its id is in `config` and `runtime_config` already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<crate::devices::Device>,
 }
 
 impl Delegate {
@@ -186,19 +192,10 @@ pub fn plan(
     pod: &PodContext<'_>,
 ) -> Result<Vec<Delegate>, ResolveError> {
     let mut delegates = Vec::with_capacity(secondaries.len() + 1);
+    let mut interfaces = Interfaces::new(&cluster.label, pod.runtime_ifname);
     delegates.push(cluster_delegate(cluster, pod));
-    for (position, (selection, network)) in secondaries.into_iter().enumerate() {
-        let ifname = selection
-            .interface
-            .clone()
-            .unwrap_or_else(|| IfName::numbered(position + 1));
-        if let Some(other) = delegates.iter().find(|d| d.ifname == ifname) {
-            return Err(ResolveError::DuplicateInterface {
-                network: network.label,
-                ifname,
-                other: other.network.clone(),
-            });
-        }
+    for (selection, network) in secondaries {
+        let ifname = interfaces.assign(&network.label, selection.interface.as_ref())?;
         delegates.push(secondary_delegate(
             selection,
             network,
@@ -211,13 +208,14 @@ pub fn plan(
 
 /// The delegate of one selection on `ifname`, with the pod's CNI_ARGS (`pod_cni_args`, as the
 /// cluster network got them): the same at ADD and when a running pod gains the selection.
+/// Its device, if the network takes one, is given later (`devices::assign`).
 pub fn secondary_delegate(
     selection: Selection,
     network: Network,
     ifname: IfName,
     pod_cni_args: &str,
 ) -> Result<Delegate, ResolveError> {
-    let runtime_config = selection_runtime_config(&selection, &network)?;
+    let runtime_config = requested_runtime_config(&selection, &network.label, &network.config)?;
     Ok(Delegate {
         cni_args: with_selection_args(pod_cni_args, selection.cni_args.as_ref()),
         network: network.label,
@@ -228,14 +226,52 @@ pub fn secondary_delegate(
         runtime_config,
         args_cni: selection.cni_args,
         default_route: selection.default_route,
+        device: None,
     })
 }
 
-/// The runtimeConfig a selection asks for. A key the network cannot honour fails the
-/// attachment (NPWG §4.1.2.1.x.2); per-plugin filtering happens when each request is built.
-fn selection_runtime_config(
+/// Hands out the pod's interface names in attachment order: the runtime's for the cluster
+/// network, then each secondary's own or `net<position>` (Multus's numbering, the cluster
+/// network being 0). A name handed out twice is an error naming both networks.
+pub struct Interfaces {
+    taken: Vec<(IfName, String)>,
+}
+
+impl Interfaces {
+    pub fn new(cluster_label: &str, runtime_ifname: &IfName) -> Self {
+        Self {
+            taken: vec![(runtime_ifname.clone(), cluster_label.to_owned())],
+        }
+    }
+
+    /// The next secondary's interface: `wanted`, or `net<position>` without one.
+    pub fn assign(
+        &mut self,
+        network: &str,
+        wanted: Option<&IfName>,
+    ) -> Result<IfName, ResolveError> {
+        let ifname = wanted
+            .cloned()
+            .unwrap_or_else(|| IfName::numbered(self.taken.len()));
+        if let Some((_, other)) = self.taken.iter().find(|(taken, _)| *taken == ifname) {
+            return Err(ResolveError::DuplicateInterface {
+                network: network.to_owned(),
+                ifname,
+                other: other.clone(),
+            });
+        }
+        self.taken.push((ifname.clone(), network.to_owned()));
+        Ok(ifname)
+    }
+}
+
+/// The runtimeConfig a selection asks of network `label`. A key the network cannot honour
+/// fails the attachment (NPWG §4.1.2.1.x.2); per-plugin filtering happens when each request is
+/// built.
+pub fn requested_runtime_config(
     selection: &Selection,
-    network: &Network,
+    label: &str,
+    config: &NetworkConfig,
 ) -> Result<Map<String, Value>, ResolveError> {
     let mut wanted: Vec<(&'static str, &'static str, Value)> = Vec::new();
     if !selection.ips.is_empty() {
@@ -271,9 +307,9 @@ fn selection_runtime_config(
     }
     let mut runtime_config = Map::new();
     for (key, capability, value) in wanted {
-        if !network.config.declares(capability) {
+        if !config.declares(capability) {
             return Err(ResolveError::MissingCapability {
-                network: network.label.clone(),
+                network: label.to_owned(),
                 key,
                 capability,
             });
@@ -320,6 +356,7 @@ pub fn cluster_delegate(cluster: Network, pod: &PodContext<'_>) -> Delegate {
         args_cni: None,
         cni_args: pod.cni_args.to_owned(),
         default_route: None,
+        device: None,
     }
 }
 

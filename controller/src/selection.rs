@@ -22,9 +22,14 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use crate::addr::{AddrError, IpPrefix, MacAddr};
-use crate::names::{IfName, NameError, Namespace, NetworkRef, ObjectName};
+use crate::names::{IfName, Label, NameError, Namespace, NetworkRef, ObjectName};
 
 pub const NETWORKS_ANNOTATION: &str = "k8s.v1.cni.cncf.io/networks";
+
+/// Plexus's own (dotted, so implementation-specific: NPWG §4.1.2.1) selection key naming the DRA
+/// claim request that supplies an attachment's device: `{"claimName": ..., "requestName": ...}`,
+/// the shape KubeVirt's VEP-427 gives a network's claim reference.
+pub const RESOURCE_CLAIM_KEY: &str = "plexus.dev/resource-claim";
 
 /// One element of the annotation: one attachment request (NPWG §4.2: even the same network
 /// twice makes two attachments).
@@ -58,6 +63,29 @@ pub struct Selection {
     /// The name of an IPAMClaim (NPWG v1.3 §4.1.2.1.11); checked as a Kubernetes object name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipam_claim_reference: Option<String>,
+    /// The DRA claim request the attachment's device must come from ([`RESOURCE_CLAIM_KEY`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_claim: Option<ClaimRequest>,
+}
+
+/// One request of one of the pod's resource claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRequest {
+    /// The claim's name in the pod's `spec.resourceClaims` (or the ResourceClaim's own name).
+    pub claim_name: Label,
+    /// The request within the claim; without it, any request of the claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_name: Option<Label>,
+}
+
+impl fmt::Display for ClaimRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.request_name {
+            Some(request) => write!(f, "{}/{request}", self.claim_name),
+            None => write!(f, "{}", self.claim_name),
+        }
+    }
 }
 
 impl Selection {
@@ -75,6 +103,7 @@ impl Selection {
             infiniband_guid: None,
             device_id: None,
             ipam_claim_reference: None,
+            resource_claim: None,
         }
     }
 }
@@ -527,6 +556,7 @@ struct RawSelection {
     device_id_multus: Option<String>,
     device_id: Option<String>,
     ipam_claim_reference: Option<String>,
+    resource_claim: Option<Map<String, Value>>,
 }
 
 impl RawSelection {
@@ -550,6 +580,7 @@ impl RawSelection {
             device_id_multus: f.take("deviceID", STRING)?,
             device_id: f.take("device-id", STRING)?,
             ipam_claim_reference: f.take("ipam-claim-reference", STRING)?,
+            resource_claim: f.take(RESOURCE_CLAIM_KEY, OBJECT)?,
         })
     }
 
@@ -584,6 +615,7 @@ impl RawSelection {
             infiniband_guid: self.infiniband_guid.map(infiniband_guid).transpose()?,
             device_id: device_id.map(|(key, id)| non_empty(key, id)).transpose()?,
             ipam_claim_reference: self.ipam_claim_reference.map(claim_name).transpose()?,
+            resource_claim: self.resource_claim.map(claim_request).transpose()?,
         })
     }
 }
@@ -694,6 +726,24 @@ fn non_empty(key: &'static str, value: String) -> Result<String, Problem> {
 fn claim_name(name: String) -> Result<String, Problem> {
     object_name("ipam-claim-reference", &name)?;
     Ok(name)
+}
+
+fn claim_request(object: Map<String, Value>) -> Result<ClaimRequest, Problem> {
+    let mut f = Fields::new(object, format!("{RESOURCE_CLAIM_KEY}."));
+    let claim = f.take::<String>("claimName", STRING)?;
+    let request = f.take::<String>("requestName", STRING)?;
+    let label = |key: &'static str, value: &str| {
+        Label::parse(value).map_err(|error| Problem::Name { key, error })
+    };
+    let claim = claim.ok_or_else(|| Problem::Missing {
+        key: f.key("claimName"),
+    })?;
+    Ok(ClaimRequest {
+        claim_name: label("plexus.dev/resource-claim.claimName", &claim)?,
+        request_name: request
+            .map(|r| label("plexus.dev/resource-claim.requestName", &r))
+            .transpose()?,
+    })
 }
 
 fn port_mappings(mappings: Vec<Map<String, Value>>) -> Result<Vec<PortMapping>, Problem> {
@@ -1036,6 +1086,7 @@ mod tests {
                 infiniband_guid: Some("00:11:22:33:44:55:66:77".to_owned()),
                 device_id: Some("0000:03:00.1".to_owned()),
                 ipam_claim_reference: None,
+                resource_claim: None,
             },
             Selection {
                 interface: Some(ifname("data1")),
@@ -1147,6 +1198,24 @@ mod tests {
             (r#""device-id": "0000:03:00.1""#, |s| {
                 s.device_id = Some("0000:03:00.1".to_owned())
             }),
+            (
+                r#""plexus.dev/resource-claim": {"claimName": "nics", "requestName": "vf"}"#,
+                |s| {
+                    s.resource_claim = Some(ClaimRequest {
+                        claim_name: Label::parse("nics").unwrap(),
+                        request_name: Some(Label::parse("vf").unwrap()),
+                    })
+                },
+            ),
+            (
+                r#""plexus.dev/resource-claim": {"claimName": "nics"}"#,
+                |s| {
+                    s.resource_claim = Some(ClaimRequest {
+                        claim_name: Label::parse("nics").unwrap(),
+                        request_name: None,
+                    })
+                },
+            ),
             (r#""deviceID": "x", "device-id": "x""#, |s| {
                 s.device_id = Some("x".to_owned())
             }),
@@ -1172,6 +1241,18 @@ mod tests {
     #[test]
     fn json_values_that_are_rejected_name_the_key_and_the_problem() {
         let cases: &[(&str, &str)] = &[
+            (
+                r#""plexus.dev/resource-claim": {"requestName": "vf"}"#,
+                "plexus.dev/resource-claim.claimName is missing",
+            ),
+            (
+                r#""plexus.dev/resource-claim": {"claimName": "Nics"}"#,
+                "plexus.dev/resource-claim.claimName: invalid DNS label \"Nics\"",
+            ),
+            (
+                r#""plexus.dev/resource-claim": "nics/vf""#,
+                "plexus.dev/resource-claim must be an object",
+            ),
             (
                 r#""namespace": "Bad_NS""#,
                 "namespace: invalid namespace \"Bad_NS\"",

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, State};
+use axum::extract::{Path as UrlPath, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -16,6 +16,7 @@ use tokio::net::UnixListener;
 use tracing::Instrument;
 
 use crate::cni::{CniError, CniVersion, Command, code};
+use crate::inspect::Filter;
 use crate::metrics::Metrics;
 use crate::names::ContainerId;
 use crate::request::{CniRequest, WireRequest, requested_version};
@@ -52,6 +53,7 @@ pub fn router(state: AppState) -> Router {
     observability()
         .route("/v1/cni", post(cni))
         .route("/v1/network-status/{container_id}", get(network_status))
+        .route("/v1/inspect", get(inspect))
         .with_state(state)
 }
 
@@ -258,6 +260,26 @@ async fn network_status(
         Ok(None) => (
             StatusCode::NOT_FOUND,
             format!("no record for container {id}\n"),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+/// `plexusd inspect`'s report: read-only, from the records and the recent failures.
+async fn inspect(
+    State(AppState { plexus, .. }): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let filter = match Filter::from_query(query.as_deref()) {
+        Ok(filter) => filter,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    match plexus.inspect(&filter).await {
+        Ok(report) => (
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            serde_json::to_vec(&report).unwrap_or_default(),
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),

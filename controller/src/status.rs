@@ -29,6 +29,13 @@ pub struct NetworkStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub default_route: Option<Vec<String>>,
+    /// The attachment's device information (NPWG §5.3.7, device-info spec §3).
+    #[serde(
+        rename = "device-info",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub device_info: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +64,7 @@ pub fn status_entry(
         default: is_default,
         dns: None,
         default_route: default_route.map(|gws| gws.iter().map(IpAddr::to_string).collect()),
+        device_info: None,
     };
     let Some(result) = result else { return entry };
     let sandbox = result.first_sandbox_interface();

@@ -270,6 +270,7 @@ impl Delegate {
             args_cni: None,
             cni_args: "IgnoreUnknown=1".to_owned(),
             default_route: None,
+            device: None,
         }
     }
 
@@ -327,10 +328,11 @@ impl PodRecord {
             ifname: IfName::parse("eth0").expect("eth0 is valid"),
             netns: format!("/var/run/netns/{id}"),
             pod: None,
+            pod_uid: None,
+            adopted: None,
             runtime_version: CniVersion::V1_1_0,
             attachments,
             network_status: Vec::new(),
-            pod_uid: None,
             deleting: false,
         }
     }

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, Namespace, Pod, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::resource::v1::ResourceClaim;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use plexus_crds::NetworkAttachmentDefinition;
 use serde::Serialize;
@@ -61,6 +62,7 @@ enum Object {
     Pod(Box<Pod>),
     Crd(Box<CustomResourceDefinition>),
     Nad(Box<NetworkAttachmentDefinition>),
+    ResourceClaim(Box<ResourceClaim>),
 }
 
 #[derive(Debug, Clone)]
@@ -125,6 +127,7 @@ fn parse_file(path: &Path) -> Vec<Manifest> {
                 "DaemonSet" => Object::DaemonSet(typed(&doc, &at)),
                 "Pod" => Object::Pod(typed(&doc, &at)),
                 "CustomResourceDefinition" => Object::Crd(typed(&doc, &at)),
+                "ResourceClaim" => Object::ResourceClaim(typed(&doc, &at)),
                 "NetworkAttachmentDefinition" => {
                     assert_eq!(doc["apiVersion"], "k8s.cni.cncf.io/v1", "{at}");
                     Object::Nad(typed(&doc, &at))
@@ -174,6 +177,15 @@ fn every_example_manifest_parses_as_its_kind() {
                     "CustomResourceDefinition"
                 }
                 Object::Nad(_) => "NetworkAttachmentDefinition",
+                Object::ResourceClaim(claim) => {
+                    let requests = claim
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.devices.as_ref())
+                        .and_then(|d| d.requests.as_ref());
+                    assert!(requests.is_some_and(|r| !r.is_empty()), "{}", manifest.at);
+                    "ResourceClaim"
+                }
             };
             *kinds.entry(kind).or_default() += 1;
         }
@@ -240,6 +252,18 @@ fn the_cluster_role_grants_exactly_what_plexusd_needs() {
         ("events.k8s.io", "events", "patch"),
         ("", "events", "create"),
         ("", "events", "patch"),
+        ("resource.k8s.io", "resourceclaims", "get"),
+        ("resource.k8s.io", "resourceclaims", "list"),
+        ("resource.k8s.io", "resourceclaims", "watch"),
+        ("resource.k8s.io", "resourceslices", "get"),
+        ("resource.k8s.io", "resourceslices", "list"),
+        ("resource.k8s.io", "resourceslices", "watch"),
+        ("resource.k8s.io", "resourceclaims/status", "patch"),
+        (
+            "resource.k8s.io",
+            "resourceclaims/driver",
+            "associated-node:patch",
+        ),
     ]
     .into_iter()
     .map(|(g, r, v)| (g.to_owned(), r.to_owned(), v.to_owned()))
@@ -300,8 +324,13 @@ fn the_config_map_holds_the_cluster_config_for_plexusd() {
         "namespaceIsolation": false,
         "globalNamespaces": ["kube-system", "default"],
         "delegateTimeoutSeconds": 60,
+        "podResourcesSocket": "/var/lib/kubelet/pod-resources/kubelet.sock",
+        "podResourcesTimeoutSeconds": 3,
+        "deviceInfoDir": "/var/run/k8s.cni.cncf.io/devinfo",
+        "dra": true,
         "dynamicNetworks": false,
         "logFormat": "json",
+        "multusCacheDir": "/var/lib/cni/multus",
     });
     assert_eq!(Value::Object(config.clone()), expected);
     // In-cluster credentials and the node name from $NODE_NAME: neither key is set.
@@ -372,6 +401,8 @@ fn the_daemon_set_runs_plexusd_on_the_host_network_with_the_node_dirs() {
         "/run/plexus",
         "/var/lib/plexus",
         "/var/lib/cni",
+        "/var/lib/kubelet/pod-resources",
+        "/var/run/k8s.cni.cncf.io/devinfo",
     ] {
         let (in_container, _) = mounts
             .get(host)

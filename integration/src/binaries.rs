@@ -37,5 +37,10 @@ pub fn flannel() -> PathBuf {
     binary("flannel")
 }
 
+/// The test delegate that takes devices by id (`src/bin/netdev.rs`).
+pub fn netdev() -> PathBuf {
+    binary("netdev")
+}
+
 /// Debian's reference plugins.
 pub const CNI_BIN_DIR: &str = "/usr/lib/cni";

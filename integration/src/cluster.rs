@@ -14,6 +14,7 @@ use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceSlice};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
 };
@@ -25,15 +26,32 @@ use crate::apiserver::{ApiServer, in_netns};
 /// The variable that points the kube tests at a real cluster.
 pub const KUBECONFIG_VAR: &str = "PLEXUS_TEST_KUBECONFIG";
 
+thread_local! {
+    static REAL_CLUSTER: std::cell::RefCell<Option<PathBuf>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with the kube nodes this thread builds on the cluster `kubeconfig` names, as if
+/// `PLEXUS_TEST_KUBECONFIG` named it: how the real-cluster mode is tested without a real
+/// cluster and without touching the process's environment.
+pub fn with_real_cluster<T>(kubeconfig: &Path, f: impl FnOnce() -> T) -> T {
+    let before = REAL_CLUSTER.with(|real| real.replace(Some(kubeconfig.to_owned())));
+    let result = f();
+    REAL_CLUSTER.with(|real| real.replace(before));
+    result
+}
+
 pub enum Cluster {
     Fixture(ApiServer),
     Real(Box<RealCluster>),
 }
 
 impl Cluster {
-    /// A real cluster when `PLEXUS_TEST_KUBECONFIG` is set, else the test API server; either
-    /// way reachable from the namespace at `netns_path`.
+    /// A real cluster when `PLEXUS_TEST_KUBECONFIG` is set (or [`with_real_cluster`] runs),
+    /// else the test API server; either way reachable from the namespace at `netns_path`.
     pub fn for_node(netns_path: &str) -> Self {
+        if let Some(path) = REAL_CLUSTER.with(|real| real.borrow().clone()) {
+            return Self::real(&path, netns_path);
+        }
         match std::env::var_os(KUBECONFIG_VAR) {
             Some(path) if !path.is_empty() => Self::real(Path::new(&path), netns_path),
             _ => Self::Fixture(ApiServer::start_in(netns_path)),
@@ -59,6 +77,24 @@ impl Cluster {
         match self {
             Self::Fixture(api) => api.apply(object),
             Self::Real(real) => real.apply(object),
+        }
+    }
+
+    /// Creates or replaces an object together with its status, as the controllers that own
+    /// the status would write it (a claim's allocation, a pod's claim statuses). A real API
+    /// server takes the status only through the status subresource.
+    pub fn apply_with_status(&self, object: Value) -> Value {
+        match self {
+            Self::Fixture(api) => api.apply(object),
+            Self::Real(real) => real.apply_with_status(object),
+        }
+    }
+
+    /// Whether the API server serves DRA (resource.k8s.io/v1); the test API server does.
+    pub fn serves_dra(&self) -> bool {
+        match self {
+            Self::Fixture(_) => true,
+            Self::Real(real) => real.serves_dra(),
         }
     }
 
@@ -111,13 +147,18 @@ pub struct RealCluster {
     created: Mutex<Vec<(String, String, String)>>,
 }
 
-fn resource(kind: &str) -> ApiResource {
+/// The kinds the tests create, and whether they are namespaced.
+fn resource(kind: &str) -> (ApiResource, bool) {
     match kind {
-        "Pod" | "pods" => ApiResource::erase::<Pod>(&()),
+        "Pod" | "pods" => (ApiResource::erase::<Pod>(&()), true),
         "NetworkAttachmentDefinition" | "network-attachment-definitions" => {
-            ApiResource::erase::<NetworkAttachmentDefinition>(&())
+            (ApiResource::erase::<NetworkAttachmentDefinition>(&()), true)
         }
-        other => panic!("the real-cluster mode handles pods and NADs, not {other}"),
+        "ResourceClaim" | "resourceclaims" => (ApiResource::erase::<ResourceClaim>(&()), true),
+        "ResourceSlice" | "resourceslices" => (ApiResource::erase::<ResourceSlice>(&()), false),
+        other => {
+            panic!("the real-cluster mode handles pods, NADs, claims and slices, not {other}")
+        }
     }
 }
 
@@ -176,7 +217,45 @@ impl RealCluster {
     }
 
     fn api(&self, kind: &str, namespace: &str) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), namespace, &resource(kind))
+        match resource(kind) {
+            (resource, true) => Api::namespaced_with(self.client.clone(), namespace, &resource),
+            (resource, false) => Api::all_with(self.client.clone(), &resource),
+        }
+    }
+
+    fn apply_with_status(&self, object: Value) -> Value {
+        let status = object.get("status").cloned();
+        let applied = self.apply(object.clone());
+        let Some(status) = status else {
+            return applied;
+        };
+        let kind = object["kind"].as_str().expect("kind").to_owned();
+        let namespace = object["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("default");
+        let name = object["metadata"]["name"].as_str().expect("name");
+        let mut body = object.clone();
+        body["status"] = status;
+        if let Some(meta) = body["metadata"].as_object_mut() {
+            meta.remove("uid");
+        }
+        let api = self.api(&kind, namespace);
+        let patched = self.runtime.block_on(async {
+            let params = PatchParams::apply("plexus-test").force();
+            api.patch_status(name, &params, &Patch::Apply(&body))
+                .await
+                .expect("apply status")
+        });
+        serde_json::to_value(patched).expect("object JSON")
+    }
+
+    fn serves_dra(&self) -> bool {
+        self.runtime.block_on(async {
+            self.client
+                .list_api_group_resources("resource.k8s.io/v1")
+                .await
+                .is_ok_and(|list| list.resources.iter().any(|r| r.name == "resourceclaims"))
+        })
     }
 
     fn apply(&self, object: Value) -> Value {

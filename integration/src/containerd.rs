@@ -508,15 +508,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         // shared with the machine's, so sandbox namespaces are seen by plexusd and the test.
         let script = format!(
             r#"set -e
-awk '{{print $5}}' /proc/self/mountinfo | while read -r m; do
-  case "$m" in /run/netns|/run/netns/*) ;; *) mount --make-slave "$m" 2>/dev/null || true ;; esac
-done
-if mountpoint -q /sys/fs/cgroup/unified; then umount /sys/fs/cgroup/unified; fi
-mkdir -p /run/containerd /var/lib/cni
+{private}mkdir -p /run/containerd /var/lib/cni
 mount --bind {d}/run-containerd /run/containerd
 mount --bind {d}/var-lib-cni /var/lib/cni
 exec nsenter --net={netns} containerd --config {d}/config.toml
 "#,
+            private = crate::mounts::PRIVATE_MOUNTS,
             netns = self.node_netns,
         );
         let log = std::fs::OpenOptions::new()

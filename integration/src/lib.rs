@@ -7,11 +7,17 @@ pub mod binaries;
 pub mod cluster;
 pub mod containerd;
 pub mod cri_bench;
+pub mod dra;
+pub mod kubelet;
+pub mod mounts;
+pub mod multus;
 pub mod netns;
 pub mod node;
 pub mod overlay;
 pub mod pod;
+pub mod podman;
 pub mod shim;
+pub mod webhook;
 
 pub use netns::Netns;
 pub use node::{Node, NodeBuilder};
@@ -33,6 +39,26 @@ pub fn run(program: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Runs `command` with `stdin` as its standard input and collects stdout and stderr (test
+/// code: panics when it cannot be run).
+pub fn run_with_stdin(mut command: Command, stdin: &str) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("output")
 }
 
 /// A name unique across test processes and tests: `prefix-pid-counter`.

@@ -12,6 +12,7 @@ use tempfile::TempDir;
 
 use crate::apiserver::ApiServer;
 use crate::cluster::Cluster;
+use crate::kubelet::Kubelet;
 use crate::shim::{self, CniEnv, ShimOutput};
 use crate::{Netns, Pod, binaries};
 
@@ -28,9 +29,16 @@ pub struct NodeBuilder {
     kube: bool,
     real_cluster: Option<PathBuf>,
     rust_log: String,
+    kubelet: bool,
 }
 
 impl NodeBuilder {
+    /// A test kubelet serving the PodResources API on the socket plexusd is configured with.
+    pub fn kubelet(mut self) -> Self {
+        self.kubelet = true;
+        self
+    }
+
     /// plexusd's `RUST_LOG`; `debug` unless set (the bench runs it at plexusd's default, `info`).
     pub fn rust_log(mut self, filter: &str) -> Self {
         self.rust_log = filter.to_owned();
@@ -110,6 +118,7 @@ impl NodeBuilder {
             api,
             name: crate::unique("node-"),
             rust_log: self.rust_log,
+            kubelet: None,
         };
         if node.api.is_some() {
             node.connect_to_api();
@@ -139,6 +148,9 @@ impl NodeBuilder {
             node.netns.ip(&["link", "set", "uplink0", "up"]);
             node.netns.ip(&["link", "set", "uplink0p", "up"]);
         }
+        if self.kubelet {
+            node.kubelet = Some(Kubelet::start(&node.pod_resources_socket()));
+        }
         node.start_plexusd();
         node
     }
@@ -165,6 +177,8 @@ pub struct Node {
     /// This node's name in the API server.
     name: String,
     rust_log: String,
+    /// The test kubelet of a node built with `.kubelet()`.
+    kubelet: Option<Kubelet>,
 }
 
 impl Node {
@@ -179,6 +193,7 @@ impl Node {
             kube: false,
             real_cluster: None,
             rust_log: "debug".to_owned(),
+            kubelet: false,
         }
     }
 
@@ -192,13 +207,16 @@ impl Node {
     }
 
     /// The test API server, for tests that steer it (pause, count, compact, rotate tokens).
-    /// `None` against a real cluster: such a test says it is skipped and returns.
-    pub fn fixture(&self) -> Option<&ApiServer> {
-        let fixture = self.cluster().fixture();
-        if fixture.is_none() {
-            eprintln!("skipped against a real cluster: this test steers the test API server");
+    /// Against a real cluster such a test cannot run: the `real-cluster` nextest profile skips
+    /// it, and anywhere else it fails here rather than pass without having tested anything.
+    pub fn fixture(&self) -> &ApiServer {
+        match self.cluster().fixture() {
+            Some(api) => api,
+            None => panic!(
+                "this test steers the test API server, so it cannot run against {}'s cluster: run the real-cluster tests with `cargo nextest run --profile real-cluster`, which skips it",
+                crate::cluster::KUBECONFIG_VAR
+            ),
         }
-        fixture
     }
 
     /// This node's name in the API server (pods scheduled here have it as spec.nodeName).
@@ -253,32 +271,112 @@ impl Node {
 
     /// Creates or replaces a NAD in the API server; `@IPAM@` in its config is filled in.
     pub fn apply_nad(&self, namespace: &str, name: &str, config: &Value) {
+        self.apply_nad_annotated(namespace, name, json!({}), config);
+    }
+
+    /// A NAD with annotations, e.g. `k8s.v1.cni.cncf.io/resourceName`.
+    pub fn apply_nad_annotated(
+        &self,
+        namespace: &str,
+        name: &str,
+        annotations: Value,
+        config: &Value,
+    ) {
         self.cluster().apply(json!({
             "apiVersion": "k8s.cni.cncf.io/v1",
             "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": name, "namespace": namespace},
+            "metadata": {"name": name, "namespace": namespace, "annotations": annotations},
             "spec": {"config": self.fill(&config.to_string())}
         }));
     }
 
+    /// Creates or replaces the pod, scheduled on this node, after `edit` has had its way with
+    /// the object (resource claims in its spec, their statuses in its status).
+    pub fn apply_pod_with(&self, pod: &Pod, annotations: Value, edit: impl FnOnce(&mut Value)) {
+        let mut object = crate::pod::pod_object(
+            &pod.namespace,
+            &pod.name,
+            &pod.uid(),
+            annotations,
+            Some(&self.name),
+        );
+        edit(&mut object);
+        let stored = self.cluster().apply_with_status(object);
+        if let Some(uid) = stored["metadata"]["uid"].as_str() {
+            pod.set_uid(uid);
+        }
+    }
+
     /// Waits until plexusd's /readyz body contains `text` (e.g. `nads=2 `, `degraded`).
     pub fn wait_for_readyz(&self, text: &str, timeout: Duration) -> String {
+        self.wait_for_readyz_where(text, timeout, |body| body.contains(text))
+    }
+
+    /// Waits until plexusd's /readyz counts exactly `nads` NADs and `pods` pods, whatever else
+    /// it counts (claims, slices) and in whatever order.
+    pub fn wait_for_counts(&self, nads: usize, pods: usize, timeout: Duration) -> String {
+        let wanted = [format!("nads={nads}"), format!("pods={pods}")];
+        self.wait_for_readyz_where(&wanted.join(" "), timeout, |body| {
+            let words: Vec<&str> = body.split_whitespace().collect();
+            wanted.iter().all(|w| words.contains(&w.as_str()))
+        })
+    }
+
+    fn wait_for_readyz_where(
+        &self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         let mut last = None;
         while Instant::now() < deadline {
             last = self.get("/readyz");
             if let Some((_, body)) = &last
-                && body.contains(text)
+                && done(body)
             {
                 return body.clone();
             }
             std::thread::sleep(Duration::from_millis(25));
         }
-        panic!("/readyz never said {text:?}; last: {last:?}");
+        panic!("/readyz never said {what:?}; last: {last:?}");
     }
 
     pub fn socket(&self) -> PathBuf {
         self.dir().join("plexus.sock")
+    }
+
+    /// The test kubelet of a node built with `.kubelet()`.
+    pub fn kubelet(&self) -> &Kubelet {
+        self.kubelet.as_ref().expect("a node built with .kubelet()")
+    }
+
+    /// Where plexusd looks for the kubelet's PodResources socket.
+    pub fn pod_resources_socket(&self) -> PathBuf {
+        self.dir().join("pod-resources").join("kubelet.sock")
+    }
+
+    /// plexusd's device-info directory (the node's /var/run/k8s.cni.cncf.io/devinfo).
+    pub fn device_info_dir(&self) -> PathBuf {
+        self.dir().join("devinfo")
+    }
+
+    /// A device the node offers: a veth named `id` (its peer `<id>p` stays behind), as the
+    /// `netdev` test delegate takes devices. Returns its MAC address.
+    pub fn add_device(&self, id: &str) -> String {
+        let peer = format!("{id}p");
+        self.netns
+            .ip(&["link", "add", id, "type", "veth", "peer", "name", &peer]);
+        self.link_mac(id).expect("the device just added")
+    }
+
+    /// The MAC address of link `name` in the node, if it is there.
+    pub fn link_mac(&self, name: &str) -> Option<String> {
+        let shown: Value =
+            serde_json::from_str(&self.netns.ip(&["-j", "link", "show"])).expect("ip -j link");
+        shown.as_array()?.iter().find_map(|l| {
+            (l["ifname"] == name).then(|| l["address"].as_str().unwrap_or_default().to_owned())
+        })
     }
 
     pub fn ipam_dir(&self) -> PathBuf {
@@ -312,14 +410,17 @@ impl Node {
 
     fn start_plexusd(&mut self) {
         let dir = self.dir().to_path_buf();
+        // The kubelet socket and the device-info dir live in the node's dir too, so no test
+        // ever touches the machine's own.
         let mut config = format!(
-            "socketPath: {sock}\ncniConfDir: {d}/net.d\ncniBinDirs: [{d}/bin, {bin}]\nrecordsDir: {d}/records\nmanifestDir: {d}/manifests\ndelegateTimeoutSeconds: 20\n",
+            "socketPath: {sock}\ncniConfDir: {d}/net.d\ncniBinDirs: [{d}/bin, {bin}]\nrecordsDir: {d}/records\nmanifestDir: {d}/manifests\ndelegateTimeoutSeconds: 20\npodResourcesSocket: {kubelet}\npodResourcesTimeoutSeconds: 2\ndeviceInfoDir: {d}/devinfo\n",
             sock = self.socket().display(),
             d = dir.display(),
             bin = binaries::CNI_BIN_DIR,
+            kubelet = self.pod_resources_socket().display(),
         );
         for line in &self.config {
-            config.push_str(line);
+            config.push_str(&self.fill(line));
             config.push('\n');
         }
         std::fs::write(dir.join("plexusd.yaml"), config).expect("write config");
@@ -385,6 +486,31 @@ impl Node {
     pub fn restart_plexusd(&mut self) {
         self.stop_plexusd();
         self.start_plexusd();
+    }
+
+    /// `plexusd inspect ARGS` against this node's socket, as root: stdout, or stderr on failure.
+    pub fn inspect(&self, args: &[&str]) -> Result<String, String> {
+        let output = Command::new(binaries::plexusd())
+            .arg("inspect")
+            .arg("--socket")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("run plexusd inspect");
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).into_owned())
+        }
+    }
+
+    /// `plexusd inspect -o json` for one pod.
+    pub fn inspect_json(&self, pod: &Pod) -> Value {
+        let pod = format!("{}/{}", pod.namespace, pod.name);
+        let text = self
+            .inspect(&["--pod", &pod, "-o", "json"])
+            .unwrap_or_else(|e| panic!("plexusd inspect failed: {e}"));
+        serde_json::from_str(&text).expect("inspect JSON")
     }
 
     /// A GET on plexusd's socket: status code and body.
@@ -512,13 +638,14 @@ impl Node {
         found
     }
 
-    /// Record files in the store.
+    /// Record files in the store (not the marks of pods adopted from Multus, in `adopted/`).
     pub fn records(&self) -> Vec<String> {
         let mut found: Vec<String> = std::fs::read_dir(self.records_dir())
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name != "adopted")
             .collect();
         found.sort();
         found

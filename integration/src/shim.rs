@@ -1,7 +1,6 @@
 //! Runs the real `plexus` binary exactly as a container runtime does.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
 
@@ -49,26 +48,21 @@ pub struct CniEnv {
 }
 
 pub fn exec(env: &CniEnv, stdin: &str) -> ShimOutput {
-    let mut child = Command::new(crate::binaries::shim())
+    exec_at(&crate::binaries::shim(), env, stdin)
+}
+
+/// Runs the shim at `binary` (one installed into a CNI bin dir, say) as a runtime does.
+pub fn exec_at(binary: &std::path::Path, env: &CniEnv, stdin: &str) -> ShimOutput {
+    let mut command = Command::new(binary);
+    command
         .env_clear()
         .env("CNI_COMMAND", &env.command)
         .env("CNI_CONTAINERID", &env.container_id)
         .env("CNI_NETNS", &env.netns)
         .env("CNI_IFNAME", &env.ifname)
         .env("CNI_ARGS", &env.args)
-        .env("CNI_PATH", &env.path)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plexus shim");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let output = child.wait_with_output().expect("shim output");
+        .env("CNI_PATH", &env.path);
+    let output = crate::run_with_stdin(command, stdin);
     ShimOutput {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),

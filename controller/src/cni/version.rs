@@ -144,6 +144,32 @@ pub fn pick_config_version(
         .max()
 }
 
+/// The version a config declares, held to the letter: every string in `cniVersion` and
+/// `cniVersions` must be a version string and one of them a version Plexus speaks. Stricter
+/// than [`pick_config_version`], which ADD uses and which skips what it cannot use; this is for
+/// checking a config before it reaches a node. `Ok(None)`: the config declares no version
+/// (ADD then asks the plugin).
+pub fn declared_version(
+    cni_version: Option<&str>,
+    cni_versions: &[String],
+) -> Result<Option<CniVersion>, VersionError> {
+    let mut declared = cni_version
+        .into_iter()
+        .chain(cni_versions.iter().map(String::as_str));
+    let Some(first) = declared.next() else {
+        return Ok(None);
+    };
+    if let Some(bad) = std::iter::once(first)
+        .chain(declared)
+        .find(|s| !looks_like_semver(s))
+    {
+        return Err(VersionError::Malformed(bad.to_owned()));
+    }
+    pick_config_version(cni_version, cni_versions)
+        .map(Some)
+        .ok_or_else(|| VersionError::Unsupported(first.to_owned()))
+}
+
 /// The highest version both in Plexus's list and in a plugin's VERSION answer
 /// (`supportedVersions`); `None` if they share none.
 pub fn highest_common(plugin_supported: &[String]) -> Option<CniVersion> {
@@ -260,6 +286,38 @@ mod tests {
                 "{version:?} + {versions:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_declared_version_must_be_well_formed_and_one_plexus_speaks() {
+        type Case<'a> = (
+            Option<&'a str>,
+            &'a [&'a str],
+            Result<Option<CniVersion>, u32>,
+        );
+        let cases: &[Case<'_>] = &[
+            (Some("1.0.0"), &[], Ok(Some(CniVersion::V1_0_0))),
+            (Some("2.0.0"), &["0.4.0"], Ok(Some(CniVersion::V0_4_0))),
+            (Some("0.2.0"), &["1.1.0"], Ok(Some(CniVersion::V1_1_0))),
+            (None, &["1.0.0"], Ok(Some(CniVersion::V1_0_0))),
+            (None, &[], Ok(None)),
+            (Some("0.2.0"), &[], Err(1)),
+            (Some("2.0.0"), &["3.0.0"], Err(1)),
+            (Some("1.0"), &[], Err(6)),
+            (Some(""), &[], Err(6)),
+            (Some("1.0.0"), &["v1.1.0"], Err(6)),
+        ];
+        for (version, versions, want) in cases {
+            let got = declared_version(*version, &strings(versions)).map_err(|e| e.cni_code());
+            assert_eq!(got, *want, "{version:?} + {versions:?}");
+        }
+        let error = declared_version(Some("0.2.0"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("\"0.2.0\"") && error.contains("1.1.0"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -6,8 +6,11 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{Error, Plexus, Result};
-use crate::attach::{self, AttachError, Target};
+use crate::attach::{self, Added, AttachError, Target};
+use crate::clock::Timestamp;
 use crate::cni::{CniError, CniResult, code};
+use crate::devices::devinfo;
+use crate::failures::Failure;
 use crate::locks::ContainerGuard;
 use crate::names::{ContainerId, IfName, PodKey};
 use crate::netlink;
@@ -20,8 +23,17 @@ use crate::status::{self, NetworkStatus};
 
 impl Plexus {
     /// ADD: attaches every network and returns the result for the runtime. What happened is
-    /// also told to the pod: its network-status and an event per interface or failure.
+    /// also told to the pod: its network-status and an event per interface or failure; a
+    /// failure is also kept for `plexusd inspect`.
     pub async fn add(&self, request: &CniRequest) -> Result<Vec<u8>> {
+        let outcome = self.try_add(request).await;
+        if let Err(error) = &outcome {
+            self.remember_failure(request, error);
+        }
+        outcome
+    }
+
+    async fn try_add(&self, request: &CniRequest) -> Result<Vec<u8>> {
         let (id, ifname) = Self::attachment_of(request)?;
         let container = self.locks.lock(id).await;
         let gc = Arc::clone(&self.gc_gate).read_owned().await;
@@ -38,6 +50,9 @@ impl Plexus {
                 Ok((_, record)) => self.tell_pod_attached(key, uid, &record.network_status),
                 Err(error) => self.tell_pod_failed(key, uid, error),
             }
+        }
+        if let Ok((_, record)) = &outcome {
+            self.publish_claim_devices(&record.attachments);
         }
         let (reply, record) = outcome?;
         self.save_after_reply(record, container, gc);
@@ -89,6 +104,8 @@ impl Plexus {
             ifname: ifname.clone(),
             netns: request.netns.clone(),
             pod: pod_key.cloned(),
+            pod_uid: uid.map(str::to_owned),
+            adopted: None,
             runtime_version: request.conf.cni_version,
             attachments: delegates
                 .iter()
@@ -97,26 +114,28 @@ impl Plexus {
                 .map(|(i, d)| Attachment::intended(d).with_origin(self.origin_at(i)))
                 .collect(),
             network_status: Vec::new(),
-            pod_uid: uid.map(str::to_owned),
             deleting: false,
         };
         // The intent covers every delegate before any runs: after a crash, DEL undoes them all,
         // and DEL of a delegate that never ran is harmless.
         self.records.save(&record)?;
+        self.offer_device_info(&delegates);
         let target = Target {
             container_id: id.as_str(),
             netns: &request.netns,
         };
-        let results = match self.attach_and_route(&delegates, target).await {
-            Ok(results) => results,
+        let added = match self.attach_and_route(&delegates, target).await {
+            Ok(added) => added,
             Err((error, leftovers)) => {
                 self.keep_only(record, leftovers)?;
                 return Err(error);
             }
         };
+        let results: Vec<Value> = added.iter().map(|a| a.result.clone()).collect();
         let (reply, statuses) = self.report(request, &delegates, &results)?;
-        for (attachment, result) in record.attachments.iter_mut().zip(results) {
-            attachment.result = Some(result);
+        for (attachment, added) in record.attachments.iter_mut().zip(added) {
+            attachment.result = Some(added.result);
+            attachment.attached = Some(added.attached);
         }
         record.network_status = statuses;
         Ok((reply, record))
@@ -154,6 +173,25 @@ impl Plexus {
             };
             Arc::clone(&self.source).publish_event(pod, uid, event);
         }
+    }
+
+    /// Keeps a failed ADD for `plexusd inspect`: after its rollback there may be no record
+    /// left to say why the pod has no network.
+    fn remember_failure(&self, request: &CniRequest, error: &Error) {
+        let Some(container_id) = request.container_id.clone() else {
+            return;
+        };
+        let answer = error.to_cni();
+        self.failures.remember(Failure {
+            at: Timestamp::now(),
+            container_id,
+            pod: request.args.pod().ok().flatten(),
+            uid: request.args.get("K8S_POD_UID").map(str::to_owned),
+            netns: request.netns.clone(),
+            code: answer.code,
+            message: answer.msg,
+            details: answer.details,
+        });
     }
 
     fn tell_pod_failed(&self, pod: &PodKey, uid: Option<&str>, error: &Error) {
@@ -195,11 +233,12 @@ impl Plexus {
         &self,
         delegates: &[Delegate],
         target: Target<'_>,
-    ) -> Result<Vec<Value>, (Error, Vec<Attachment>)> {
+    ) -> Result<Vec<Added>, (Error, Vec<Attachment>)> {
         let exec = self.executor.as_ref();
-        let results = attach::attach_all(exec, delegates, target)
+        let added = attach::attach_all_timed(exec, delegates, target)
             .await
             .map_err(|failure| (Error::Attach(failure.error), failure.leftovers))?;
+        let results: Vec<Value> = added.iter().map(|a| a.result.clone()).collect();
         if let Err(error) = self
             .move_default_route(delegates, &results, target.netns)
             .await
@@ -207,17 +246,28 @@ impl Plexus {
             let done = delegates
                 .iter()
                 .cloned()
-                .zip(results)
-                .map(|(d, r)| Attachment::added(d, r));
+                .zip(added)
+                .map(|(d, a)| Attachment::added(d, a.result).at(a.attached));
             let leftovers = attach::rollback(exec, done.collect(), target).await;
             return Err((error, leftovers));
         }
-        Ok(results)
+        Ok(added)
     }
 
     /// After a failed ADD: the record keeps only what the rollback could not remove, so the
     /// runtime's DEL retries exactly that; with nothing left, the record goes.
     fn keep_only(&self, mut record: PodRecord, leftovers: Vec<Attachment>) -> Result<()> {
+        let gone: Vec<Attachment> = record
+            .attachments
+            .iter()
+            .filter(|a| {
+                !leftovers
+                    .iter()
+                    .any(|l| l.delegate.ifname == a.delegate.ifname)
+            })
+            .cloned()
+            .collect();
+        self.release_devices(&gone, &leftovers);
         if leftovers.is_empty() {
             return Ok(self.records.remove(&record.container_id)?);
         }
@@ -307,12 +357,14 @@ pub(super) fn status_of(delegate: &Delegate, result: &CniResult) -> NetworkStatu
         .default_route
         .as_ref()
         .map(|_| delegate_gateways(delegate, result));
-    status::status_entry(
+    let mut entry = status::status_entry(
         &delegate.network,
         delegate.is_default,
         Some(result),
         moved.as_deref(),
-    )
+    );
+    entry.device_info = delegate.device.as_ref().and_then(devinfo::collect);
+    entry
 }
 
 pub(super) fn parse_result(delegate: &Delegate, result: &Value) -> Result<CniResult> {

@@ -4,17 +4,22 @@ use tracing::Instrument;
 
 use super::{Error, Plexus, Result};
 use crate::attach::{self, Target};
-use crate::records::PodRecord;
+use crate::records::{Attachment, PodRecord};
 use crate::request::CniRequest;
 use crate::resolve::{self, PodContext};
 
 impl Plexus {
-    /// DEL: undoes whatever the record says was attached. Succeeds for a container never seen.
+    /// DEL: undoes whatever the record says was attached (a container Multus attached gets its
+    /// record from Multus's cache first). Succeeds for a container never seen.
     pub async fn del(&self, request: &CniRequest) -> Result<()> {
         let (id, _) = Self::attachment_of(request)?;
         let _container = self.locks.lock(id).await;
         let _gc = self.gc_gate.read().await;
-        match self.records.load(id)? {
+        let record = match self.records.load(id)? {
+            Some(record) => Some(record),
+            None => self.adopt_for_del(request).await,
+        };
+        match record {
             Some(record) => self.detach_record(record, &request.netns).await,
             None => {
                 self.del_unrecorded(request).await;
@@ -66,18 +71,19 @@ impl Plexus {
         let failures = attach::detach_all(self.executor.as_ref(), &record.attachments, target)
             .instrument(span)
             .await;
+        let failed: Vec<usize> = failures.iter().map(|f| f.index).collect();
+        let (kept, gone): (Vec<_>, Vec<_>) = record
+            .attachments
+            .into_iter()
+            .enumerate()
+            .partition(|(i, _)| failed.contains(i));
+        let gone: Vec<Attachment> = gone.into_iter().map(|(_, a)| a).collect();
+        record.attachments = kept.into_iter().map(|(_, a)| a).collect();
+        self.release_devices(&gone, &record.attachments);
         if failures.is_empty() {
             self.records.remove(&record.container_id)?;
             return Ok(());
         }
-        let failed: Vec<usize> = failures.iter().map(|f| f.index).collect();
-        record.attachments = record
-            .attachments
-            .into_iter()
-            .enumerate()
-            .filter(|(i, _)| failed.contains(i))
-            .map(|(_, a)| a)
-            .collect();
         record.deleting = true;
         self.records.save(&record)?;
         Err(Error::Detach(failures))

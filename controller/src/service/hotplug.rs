@@ -389,9 +389,12 @@ impl Plexus {
                 .instrument(span)
                 .await;
             match outcome {
-                Ok(mut results) => {
+                Ok(mut added) => {
                     let attachment = &mut record.attachments[index];
-                    attachment.result = results.pop();
+                    if let Some(added) = added.pop() {
+                        attachment.result = Some(added.result);
+                        attachment.attached = Some(added.attached);
+                    }
                     attachment.pending = None;
                     changes.attached.push(delegate.network.clone());
                     report.added.push(recorded_status(attachment));

@@ -3,20 +3,28 @@
 //! One module per command; `networks` is what ADD resolves a pod's networks with.
 
 mod add;
+mod adopt;
 mod check;
 mod del;
+mod devices;
 mod gc;
 mod hotplug;
+mod inspect;
 mod networks;
 
-pub use hotplug::{Followed, HotplugFailure, Operation, PodChanges};
-
 use std::sync::Arc;
+
+pub use adopt::{AdoptError, Adopted};
+pub use hotplug::{Followed, HotplugFailure, Operation, PodChanges};
 
 use crate::attach::{AttachError, DetachFailure};
 use crate::cni::{CniError, Executor, code};
 use crate::confdir::ConfDirError;
 use crate::config::Config;
+use crate::devices::DeviceError;
+use crate::devices::devinfo::DeviceInfoDir;
+use crate::devices::podresources::PodResources;
+use crate::failures::RecentFailures;
 use crate::locks::ContainerLocks;
 use crate::names::{ContainerId, IfName, NameError, Namespace, NetworkRef, PodKey};
 use crate::netlink::NetlinkError;
@@ -66,6 +74,8 @@ pub enum Error {
     },
     #[error(transparent)]
     Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Devices(#[from] DeviceError),
     #[error(transparent)]
     Attach(#[from] AttachError),
     #[error("network {network}: cannot move the default route to {ifname}: {source}")]
@@ -120,6 +130,7 @@ impl Error {
             | Self::NoGateway { .. } => code::INVALID_CONFIG,
             Self::Source { .. } => code::TRY_AGAIN_LATER,
             Self::Resolve(e) => e.cni_code(),
+            Self::Devices(e) => e.cni_code(),
             Self::Attach(e) => e.cni_code(),
             Self::DefaultRoute { .. } | Self::Records(_) => code::IO_FAILURE,
             Self::Detach(failures) => failures
@@ -140,6 +151,7 @@ impl Error {
             Self::Source { .. } => "source",
             Self::ConfDir { .. } => "conf_dir",
             Self::Resolve(_) => "resolve",
+            Self::Devices(_) => "devices",
             Self::Attach(_) => "delegate",
             Self::DefaultRoute { .. } | Self::NoGateway { .. } => "default_route",
             Self::Records(_) => "records",
@@ -170,11 +182,16 @@ pub struct Plexus {
     source: Arc<dyn Source>,
     executor: Arc<dyn Executor>,
     records: RecordStore,
+    /// Device plugins' devices, from the kubelet.
+    kubelet: PodResources,
+    devinfo: DeviceInfoDir,
     locks: ContainerLocks,
     /// GC excludes ADD and DEL (CNI §3 Lifecycle, exception): they hold it shared, GC alone.
     gc_gate: Arc<tokio::sync::RwLock<()>>,
     /// Every ADD that recorded a pod's container, once its record is written.
     recorded: tokio::sync::broadcast::Sender<Recorded>,
+    /// The last failed ADDs, for `plexusd inspect`.
+    failures: RecentFailures,
 }
 
 impl Plexus {
@@ -185,15 +202,23 @@ impl Plexus {
         records: RecordStore,
     ) -> Result<Self, String> {
         let default_networks = config.default_network_refs()?;
+        let kubelet = PodResources::new(
+            config.pod_resources_socket.clone(),
+            config.pod_resources_timeout(),
+        );
+        let devinfo = DeviceInfoDir::new(config.device_info_dir.clone());
         Ok(Self {
             config,
             default_networks,
             source,
             executor,
             records,
+            kubelet,
+            devinfo,
             locks: ContainerLocks::default(),
             gc_gate: Default::default(),
             recorded: tokio::sync::broadcast::Sender::new(RECORDED_BACKLOG),
+            failures: RecentFailures::default(),
         })
     }
 

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use super::{Asking, Error, FALLBACK_NAMESPACE, Plexus, Result};
 use crate::confdir::{self, ConfDirError};
+use crate::devices::RESOURCE_NAME_ANNOTATION;
 use crate::names::{IfName, Namespace, NetworkRef, ObjectName, PodKey};
 use crate::records::Origin;
 use crate::request::CniRequest;
@@ -69,7 +70,13 @@ impl Plexus {
             runtime_config: &request.conf.runtime_config,
             cni_args: &cni_args,
         };
-        Ok(resolve::plan(cluster, secondaries, &context)?)
+        let needs = super::devices::needs(&cluster, &secondaries);
+        let mut delegates = resolve::plan(cluster, secondaries, &context)?;
+        if let Some(container) = &request.container_id {
+            self.give_devices(container, &mut delegates, &needs, pod_key, pod)
+                .await?;
+        }
+        Ok(delegates)
     }
 
     /// Why the delegate at `index` of [`Plexus::resolve`]'s answer is there: the cluster
@@ -213,11 +220,20 @@ impl Plexus {
                     .bytes
             }
         };
-        self.settle_version(Unversioned::parse(&label, name.as_str(), &bytes)?)
-            .await
+        let mut network = self
+            .settle_version(Unversioned::parse(&label, name.as_str(), &bytes)?)
+            .await?;
+        network.resource_name = nad
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RESOURCE_NAME_ANNOTATION))
+            .filter(|r| !r.is_empty())
+            .cloned();
+        Ok(network)
     }
 
-    async fn settle_version(&self, network: Unversioned) -> Result<Network> {
+    pub(super) async fn settle_version(&self, network: Unversioned) -> Result<Network> {
         let supported = match network.version {
             Some(_) => Vec::new(),
             None => {

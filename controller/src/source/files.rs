@@ -267,6 +267,7 @@ fn parse_object(document: Document) -> Result<Option<Object>, String> {
                 key: PodKey { namespace, name },
                 uid: metadata.uid,
                 annotations: metadata.annotations.unwrap_or_default(),
+                claims: Vec::new(),
             })))
         }
         other => {

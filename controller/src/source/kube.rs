@@ -12,15 +12,18 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
 use plexus_crds::NetworkAttachmentDefinition;
 
+use super::claim_status::ClaimStatusWriter;
+use super::dra::Dra;
 use super::events::EventWriter;
 use super::{PodEvent, PodInfo, Readiness, Source, SourceError};
+use crate::devices::claims::{ClaimCatalog, ClaimRef, DeviceNetworkData, PodClaim};
 use crate::names::{Namespace, ObjectName, PodKey};
 use crate::status::{NETWORK_STATUS_ANNOTATION, NetworkStatus};
 
@@ -38,25 +41,28 @@ pub struct KubeSource {
     pending: Mutex<HashMap<PodKey, u64>>,
     /// Every pod the watch brings, once the cache holds its new state.
     pod_updates: tokio::sync::broadcast::Sender<PodKey>,
+    /// ResourceClaims and ResourceSlices, when DRA is on.
+    dra: Option<Arc<Dra>>,
+    claim_status: Arc<ClaimStatusWriter>,
 }
 
-/// What the two watches report about themselves.
+/// What the watches report about themselves.
 #[derive(Default)]
-struct Health {
+pub(super) struct Health {
     nads_synced: AtomicBool,
     pods_synced: AtomicBool,
     errors: Mutex<HashMap<&'static str, String>>,
 }
 
 impl Health {
-    fn has_error(&self, watch: &'static str) -> bool {
+    pub(super) fn has_error(&self, watch: &'static str) -> bool {
         self.errors
             .lock()
             .map(|e| e.contains_key(watch))
             .unwrap_or(false)
     }
 
-    fn set_error(&self, watch: &'static str, error: Option<String>) {
+    pub(super) fn set_error(&self, watch: &'static str, error: Option<String>) {
         if let Ok(mut errors) = self.errors.lock() {
             match error {
                 Some(error) => errors.insert(watch, error),
@@ -67,8 +73,9 @@ impl Health {
 }
 
 impl KubeSource {
-    /// Starts the NAD and pod watches; the source is ready once both have listed.
-    pub fn start(client: Client, node_name: &str) -> Arc<Self> {
+    /// Starts the NAD and pod watches; the source is ready once both have listed. With `dra`,
+    /// the ResourceClaim and ResourceSlice watches too, once the API server says it serves them.
+    pub fn start(client: Client, node_name: &str, dra: bool) -> Arc<Self> {
         let health = Arc::new(Health::default());
         let nads = spawn_reflector(
             Api::<NetworkAttachmentDefinition>::all(client.clone()),
@@ -94,6 +101,8 @@ impl KubeSource {
             },
         );
         let events = EventWriter::new(client.clone(), "plexus", node_name);
+        let dra = dra.then(|| Dra::start(client.clone(), node_name, Arc::clone(&health)));
+        let claim_status = Arc::new(ClaimStatusWriter::new(client.clone()));
         let source = Arc::new(Self {
             client,
             nads,
@@ -102,6 +111,8 @@ impl KubeSource {
             events,
             pending: Mutex::default(),
             pod_updates,
+            dra,
+            claim_status,
         });
         source.watch_readiness();
         source
@@ -211,10 +222,44 @@ impl KubeSource {
 }
 
 fn strip_pod(pod: &mut Pod) {
-    // Resolution needs the pod's identity and annotations only.
-    pod.spec = None;
-    pod.status = None;
+    // Resolution needs the pod's identity and annotations, and device lookup its resource
+    // claims; nothing else is kept.
+    let claims = pod.spec.take().and_then(|spec| spec.resource_claims);
+    pod.spec = claims.map(|resource_claims| PodSpec {
+        resource_claims: Some(resource_claims),
+        ..PodSpec::default()
+    });
+    let statuses = pod.status.take().and_then(|s| s.resource_claim_statuses);
+    pod.status = statuses.map(|resource_claim_statuses| PodStatus {
+        resource_claim_statuses: Some(resource_claim_statuses),
+        ..PodStatus::default()
+    });
     pod.metadata.managed_fields = None;
+}
+
+/// The pod's resource claims with the ResourceClaim each stands for: named in the spec, or
+/// generated from a template and named in the status.
+fn pod_claims(pod: &Pod) -> Vec<PodClaim> {
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.resource_claim_statuses.as_deref())
+        .unwrap_or_default();
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.resource_claims.as_deref())
+        .unwrap_or_default()
+        .iter()
+        .map(|claim| PodClaim {
+            name: claim.name.clone(),
+            claim: claim.resource_claim_name.clone().or_else(|| {
+                statuses
+                    .iter()
+                    .find(|s| s.name == claim.name)
+                    .and_then(|s| s.resource_claim_name.clone())
+            }),
+        })
+        .collect()
 }
 
 /// The pod a watch event is about; a relist brings every pod again, so nothing changed
@@ -241,26 +286,35 @@ where
     K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
 {
     let (reader, writer) = reflector::store();
-    let probe = Probe {
-        api: api.clone(),
-        params: probe_params(&config),
-        name,
-        health: Arc::clone(&health),
-    };
+    let probe = Probe::new(api.clone(), &config, name, health);
     let stream = watcher(api, config)
         .default_backoff()
         .modify(strip)
-        .reflect(writer);
+        .reflect(writer)
+        // After `reflect`: the store holds the event's object by the time it is told.
+        .inspect_ok(move |event| on_event(event));
+    follow(stream, probe);
+    reader
+}
+
+/// Drives a watch stream for as long as plexusd runs. A failure is reported in readiness
+/// (the watch retries with backoff), and while it lasts the probe notices when the API server
+/// is back.
+pub(super) fn follow<K, T>(
+    stream: impl futures::Stream<Item = Result<T, watcher::Error>> + Send + 'static,
+    probe: Probe<K>,
+) where
+    K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
+    K::DynamicType: Default,
+    T: Send,
+{
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         let mut probing = None;
+        let (name, health) = (probe.name, Arc::clone(&probe.health));
         loop {
             match stream.try_next().await {
-                Ok(Some(event)) => {
-                    // The reflector has applied the event to the store by now.
-                    on_event(&event);
-                    health.set_error(name, None);
-                }
+                Ok(Some(_)) => health.set_error(name, None),
                 Ok(None) => break,
                 Err(error) => {
                     tracing::warn!(watch = name, %error, "watch failed; retrying with backoff");
@@ -275,14 +329,13 @@ where
             }
         }
     });
-    reader
 }
 
 /// While a watch is failing: a resumed watch on an idle resource yields nothing, so nothing
 /// would tell that the API server is back. One small list per second, only while degraded,
 /// tells it, with the watch's own credentials and permissions.
 #[derive(Clone)]
-struct Probe<K: Clone> {
+pub(super) struct Probe<K: Clone> {
     api: Api<K>,
     params: ListParams,
     name: &'static str,
@@ -295,6 +348,21 @@ impl<K> Probe<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
 {
+    /// A probe for the watch `name` of `api` with `config`'s selectors.
+    pub(super) fn new(
+        api: Api<K>,
+        config: &watcher::Config,
+        name: &'static str,
+        health: Arc<Health>,
+    ) -> Self {
+        Self {
+            api,
+            params: probe_params(config),
+            name,
+            health,
+        }
+    }
+
     async fn until_reachable(self) {
         loop {
             tokio::time::sleep(PROBE_INTERVAL).await;
@@ -335,6 +403,7 @@ fn pod_info(pod: &Pod) -> Option<PodInfo> {
             .unwrap_or_default()
             .into_iter()
             .collect(),
+        claims: pod_claims(pod),
     })
 }
 
@@ -409,10 +478,14 @@ impl Source for KubeSource {
             })
             .unwrap_or_default();
         problems.sort();
+        let mut counts = vec![("nads", self.nads.len()), ("pods", self.pods.len())];
+        if let Some(dra) = &self.dra {
+            counts.extend(dra.counts());
+        }
         Readiness {
             ready: synced,
             connected: problems.is_empty(),
-            counts: vec![("nads", self.nads.len()), ("pods", self.pods.len())],
+            counts,
             problems,
         }
     }
@@ -441,6 +514,17 @@ impl Source for KubeSource {
                 tracing::warn!(%pod, %error, "event not recorded");
             }
         });
+    }
+
+    fn claims(&self) -> Option<&dyn ClaimCatalog> {
+        self.dra
+            .as_deref()
+            .filter(|dra| dra.may_serve())
+            .map(|dra| dra as &dyn ClaimCatalog)
+    }
+
+    fn publish_claim_status(self: Arc<Self>, claim: &ClaimRef, devices: Vec<DeviceNetworkData>) {
+        self.claim_status.publish(claim, devices);
     }
 }
 

@@ -1,6 +1,8 @@
 //! Where NADs and pods come from. `files` reads manifests from a directory; `kube` follows the
 //! API server. Both sit behind one trait, so resolution never knows which one it talks to.
 
+mod claim_status;
+mod dra;
 mod events;
 pub mod files;
 pub mod kube;
@@ -11,6 +13,7 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use plexus_crds::NetworkAttachmentDefinition;
 
+use crate::devices::claims::{ClaimCatalog, ClaimRef, DeviceNetworkData, PodClaim};
 use crate::names::{Namespace, ObjectName, PodKey};
 use crate::status::NetworkStatus;
 
@@ -20,6 +23,8 @@ pub struct PodInfo {
     pub key: PodKey,
     pub uid: Option<String>,
     pub annotations: BTreeMap<String, String>,
+    /// Its DRA resource claims (the kube source only).
+    pub claims: Vec<PodClaim>,
 }
 
 impl PodInfo {
@@ -108,6 +113,16 @@ pub trait Source: Send + Sync {
     fn pod_updates(&self) -> Option<tokio::sync::broadcast::Receiver<PodKey>> {
         None
     }
+
+    /// The pods' DRA ResourceClaims and the ResourceSlices describing their devices, when the
+    /// source follows them.
+    fn claims(&self) -> Option<&dyn ClaimCatalog> {
+        None
+    }
+
+    /// Publishes the KEP-4817 status of the devices Plexus attached from `claim` (none: it has
+    /// none attached any more). Like network-status, in the background and retried.
+    fn publish_claim_status(self: Arc<Self>, _claim: &ClaimRef, _devices: Vec<DeviceNetworkData>) {}
 }
 
 /// How many pod updates may wait for a slow listener before it is told it lagged.

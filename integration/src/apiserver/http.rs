@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::apply::apply_claim_status;
 use super::patch::{json_patch, merge_patch};
 use super::select::Selectors;
 use super::state::{ApiError, ResourceInfo, status};
@@ -24,6 +25,8 @@ struct Target {
     plural: String,
     namespace: Option<String>,
     name: Option<String>,
+    /// `status` in `.../NAME/status`.
+    subresource: Option<String>,
 }
 
 fn parse_path(path: &str) -> Option<Target> {
@@ -37,9 +40,10 @@ fn parse_path(path: &str) -> Option<Target> {
         ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(*ns), rest),
         rest => (None, rest),
     };
-    let (plural, name) = match rest {
-        [plural] => (*plural, None),
-        [plural, name] => (*plural, Some(*name)),
+    let (plural, name, subresource) = match rest {
+        [plural] => (*plural, None, None),
+        [plural, name] => (*plural, Some(*name), None),
+        [plural, name, subresource] => (*plural, Some(*name), Some(*subresource)),
         _ => return None,
     };
     Some(Target {
@@ -47,7 +51,18 @@ fn parse_path(path: &str) -> Option<Target> {
         plural: plural.to_owned(),
         namespace: namespace.map(str::to_owned),
         name: name.map(str::to_owned),
+        subresource: subresource.map(str::to_owned),
     })
+}
+
+/// `/api/v1` or `/apis/GROUP/VERSION`: (group, version) of a discovery request.
+fn discovery_path(path: &str) -> Option<(&str, &str)> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match segs.as_slice() {
+        ["api", version] => Some(("", version)),
+        ["apis", group, version] => Some((group, version)),
+        _ => None,
+    }
 }
 
 /// Query parameters, percent-decoded (`+` is a space).
@@ -153,6 +168,11 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request) -> Resp
                     "platform": "linux/amd64"}),
         );
     }
+    if let Some((group, version)) = discovery_path(uri.path())
+        && let Some(list) = shared.lock().discovery(group, version)
+    {
+        return json_response(200, &list);
+    }
     let (Some(target), Some(info)) = (target, info) else {
         return json_response(
             404,
@@ -172,6 +192,17 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request) -> Resp
         ));
     }
 
+    if target
+        .subresource
+        .as_deref()
+        .is_some_and(|sub| sub != "status")
+    {
+        return error_response(&ApiError::new(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        ));
+    }
     let selectors = match Selectors::parse(param("fieldSelector"), param("labelSelector")) {
         Ok(s) => s,
         Err(e) => return error_response(&e),
@@ -247,12 +278,33 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request) -> Resp
                 .mutate(|s| s.create(&info, ns, obj))
                 .map(|o| (201, o))
         }),
+        (&Method::PUT, Some(name)) if target.subresource.is_some() => {
+            parse_body().and_then(|obj| {
+                let key = info.key(ns.unwrap_or_default(), name);
+                shared
+                    .mutate(|s| {
+                        s.patch(&info, &key, |current| {
+                            current["status"] = obj["status"].clone();
+                            Ok(())
+                        })
+                    })
+                    .map(|o| (200, o))
+            })
+        }
         (&Method::PUT, Some(name)) => parse_body().and_then(|obj| {
             shared
                 .mutate(|s| s.update(&info, ns, name, obj))
                 .map(|o| (200, o))
         }),
-        (&Method::PATCH, Some(name)) => patch(&shared, &info, ns, name, &content_type, parse_body),
+        (&Method::PATCH, Some(name)) => {
+            let how = PatchRequest {
+                content_type: &content_type,
+                status: target.subresource.is_some(),
+                field_manager: param("fieldManager"),
+                force: param("force") == Some("true"),
+            };
+            patch(&shared, &info, ns, name, &how, parse_body)
+        }
         (&Method::DELETE, Some(name)) => {
             let key = info.key(ns.unwrap_or_default(), name);
             shared
@@ -272,15 +324,24 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request) -> Resp
     }
 }
 
+/// What a PATCH asks for.
+struct PatchRequest<'a> {
+    content_type: &'a str,
+    /// On the status subresource: only the status changes.
+    status: bool,
+    field_manager: Option<&'a str>,
+    force: bool,
+}
+
 fn patch(
     shared: &Shared,
     info: &ResourceInfo,
     ns: Option<&str>,
     name: &str,
-    content_type: &str,
+    how: &PatchRequest<'_>,
     parse_body: impl FnOnce() -> Result<Value, ApiError>,
 ) -> Result<(u16, Value), ApiError> {
-    let kind = match content_type {
+    let kind = match how.content_type {
         "application/merge-patch+json" | "application/strategic-merge-patch+json" => "merge",
         "application/json-patch+json" => "json",
         "application/apply-patch+yaml" | "application/apply-patch+json" => "apply",
@@ -294,24 +355,47 @@ fn patch(
             ));
         }
     };
+    let manager = match (kind, how.field_manager) {
+        ("apply", None) => {
+            return Err(ApiError::bad_request(
+                "PATCH, application/apply-patch+yaml: fieldManager is required for apply requests",
+            ));
+        }
+        (_, manager) => manager.unwrap_or_default().to_owned(),
+    };
     let patch = parse_body()?;
     let key = info.key(ns.unwrap_or_default(), name);
+    let claim_status = how.status && kind == "apply" && info.plural == "resourceclaims";
     shared.mutate(|s| {
-        if kind == "apply" && !s.objects.contains_key(&key) {
+        if kind == "apply" && !how.status && !s.objects.contains_key(&key) {
             // Server-side apply creates; here it is a create from the applied object.
             let mut obj = patch.clone();
             obj["metadata"]["name"] = name.into();
             return s.create(info, ns, obj).map(|o| (201, o));
         }
-        s.patch(info, &key, |obj| {
+        let mut owners = s.owners.get(&key).cloned().unwrap_or_default();
+        let patched = s.patch(info, &key, |obj| {
+            if claim_status {
+                return apply_claim_status(obj, &patch, &manager, how.force, &mut owners);
+            }
+            let before = obj.clone();
             if kind == "json" {
-                json_patch(obj, &patch).map_err(ApiError::invalid)
+                json_patch(obj, &patch).map_err(ApiError::invalid)?;
             } else {
                 merge_patch(obj, &patch);
-                Ok(())
             }
-        })
-        .map(|o| (200, o))
+            if how.status {
+                // The status subresource changes the status and nothing else.
+                let status = obj["status"].clone();
+                *obj = before;
+                obj["status"] = status;
+            }
+            Ok(())
+        });
+        if patched.is_ok() && claim_status {
+            s.owners.insert(key.clone(), owners);
+        }
+        patched.map(|o| (200, o))
     })
 }
 
@@ -330,7 +414,18 @@ mod tests {
         let t = parse_path("/apis/k8s.cni.cncf.io/v1/network-attachment-definitions").unwrap();
         assert_eq!(t.group, "k8s.cni.cncf.io");
         assert_eq!((t.namespace, t.name), (None, None));
-        assert!(parse_path("/api/v1/namespaces/ns1/pods/p/status").is_none());
+        let t = parse_path("/api/v1/namespaces/ns1/pods/p/status").unwrap();
+        assert_eq!(
+            (t.name.as_deref(), t.subresource.as_deref()),
+            (Some("p"), Some("status"))
+        );
+        assert!(parse_path("/api/v1/namespaces/ns1/pods/p/status/x").is_none());
+        assert_eq!(
+            discovery_path("/apis/resource.k8s.io/v1"),
+            Some(("resource.k8s.io", "v1"))
+        );
+        assert_eq!(discovery_path("/api/v1"), Some(("", "v1")));
+        assert_eq!(discovery_path("/api/v1/pods"), None);
         assert!(parse_path("/healthz").is_none());
         assert_eq!(
             parse_query(Some(

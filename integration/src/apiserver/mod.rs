@@ -6,6 +6,7 @@
 //! machine's own. Its state can also be changed in-process, as `kubectl` would, and it counts
 //! the requests it serves so tests can assert that a warm ADD makes no read.
 
+mod apply;
 mod http;
 mod patch;
 mod select;

@@ -184,6 +184,8 @@ pub(crate) struct State {
     pub token: Option<String>,
     pub counters: BTreeMap<String, Counters>,
     pub requests: Vec<String>,
+    /// Server-side apply's field owners of status subresources, per object.
+    pub owners: BTreeMap<ObjKey, super::apply::Owners>,
     next_uid: u64,
 }
 
@@ -207,12 +209,27 @@ impl State {
                 ResourceInfo::new("", "v1", "events", "Event", true),
                 ResourceInfo::new("", "v1", "namespaces", "Namespace", false),
                 ResourceInfo::new("", "v1", "nodes", "Node", false),
+                ResourceInfo::new(
+                    "resource.k8s.io",
+                    "v1",
+                    "resourceclaims",
+                    "ResourceClaim",
+                    true,
+                ),
+                ResourceInfo::new(
+                    "resource.k8s.io",
+                    "v1",
+                    "resourceslices",
+                    "ResourceSlice",
+                    false,
+                ),
             ],
             objects: BTreeMap::new(),
             history: VecDeque::new(),
             token: None,
             counters: BTreeMap::new(),
             requests: Vec::new(),
+            owners: BTreeMap::new(),
             next_uid: 0,
         }
     }
@@ -461,8 +478,33 @@ impl State {
         Ok(self.replace_existing(key, patched))
     }
 
+    /// The resources of one API group version, as discovery lists them (`/apis/G/V`).
+    pub fn discovery(&self, group: &str, version: &str) -> Option<Value> {
+        let resources: Vec<Value> = self
+            .resources
+            .iter()
+            .filter(|r| r.group == group && r.version == version)
+            .flat_map(|r| {
+                let verbs = json!(["create", "delete", "get", "list", "patch", "update", "watch"]);
+                [
+                    json!({"name": r.plural, "singularName": r.kind.to_ascii_lowercase(), "namespaced": r.namespaced, "kind": r.kind, "verbs": verbs}),
+                    json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}),
+                ]
+            })
+            .collect();
+        (!resources.is_empty()).then(|| {
+            json!({
+                "kind": "APIResourceList",
+                "apiVersion": "v1",
+                "groupVersion": if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") },
+                "resources": resources,
+            })
+        })
+    }
+
     /// Deletes; watchers get DELETED with the last state at the deletion's resourceVersion.
     pub fn delete(&mut self, key: &ObjKey) -> Option<Value> {
+        self.owners.remove(key);
         let mut obj = self.objects.remove(key)?;
         let rv = self.next_rv();
         obj["metadata"]["resourceVersion"] = rv.to_string().into();

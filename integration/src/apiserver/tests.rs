@@ -507,3 +507,86 @@ fn watches_get_bookmarks_and_a_410_for_a_compacted_version() {
         eventually("after the initial events", || names(&store) == ["p", "q"]).await;
     });
 }
+
+#[test]
+fn dra_objects_are_discovered_selected_and_their_status_applied_through_kube_rs() {
+    use k8s_openapi::api::resource::v1::{ResourceClaim, ResourceSlice};
+    let w = World::new();
+    for (node, driver) in [
+        ("n1", "a.example.com"),
+        ("n2", "a.example.com"),
+        ("n1", "b.example.com"),
+    ] {
+        w.api.apply(json!({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice",
+            "metadata": {"name": format!("{node}-{driver}")},
+            "spec": {"driver": driver, "nodeName": node, "pool": {"name": node, "generation": 1, "resourceSliceCount": 1}},
+        }));
+    }
+    w.api.apply(json!({
+        "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+        "metadata": {"name": "c", "namespace": "ns"},
+        "spec": {"devices": {"requests": [{"name": "r", "exactly": {"deviceClassName": "x"}}]}},
+        "status": {"devices": [{"driver": "a.example.com", "pool": "n1", "device": "d0", "data": {"own": true}}]},
+    }));
+    w.run(|client| async move {
+        let served = client
+            .list_api_group_resources("resource.k8s.io/v1")
+            .await
+            .unwrap();
+        let names: Vec<&str> = served.resources.iter().map(|r| r.name.as_str()).collect();
+        assert!(
+            names.contains(&"resourceclaims") && names.contains(&"resourceslices"),
+            "{names:?}"
+        );
+
+        let slices: Api<ResourceSlice> = Api::all(client.clone());
+        let mine = slices
+            .list(
+                &kube::api::ListParams::default()
+                    .fields("spec.nodeName=n1,spec.driver=a.example.com"),
+            )
+            .await
+            .unwrap();
+        let mine: Vec<String> = mine
+            .items
+            .iter()
+            .filter_map(|s| s.metadata.name.clone())
+            .collect();
+        assert_eq!(mine, ["n1-a.example.com"]);
+
+        let claims: Api<ResourceClaim> = Api::namespaced(client, "ns");
+        let applied = json!({
+            "apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": "c", "namespace": "ns"},
+            "status": {"devices": [{"driver": "a.example.com", "pool": "n1", "device": "d0",
+                "networkData": {"interfaceName": "net1", "ips": ["198.18.0.2/24"]}}]},
+        });
+        let claim = claims
+            .patch_status("c", &PatchParams::apply("plexus"), &Patch::Apply(&applied))
+            .await
+            .unwrap();
+        let device = &claim.status.unwrap().devices.unwrap()[0];
+        assert_eq!(
+            device
+                .network_data
+                .as_ref()
+                .unwrap()
+                .interface_name
+                .as_deref(),
+            Some("net1")
+        );
+        assert!(device.data.is_some(), "the other fields stay");
+        // Overwriting a value someone else wrote is a conflict.
+        let mut foreign = applied.clone();
+        foreign["status"]["devices"][0]["data"] = json!({"plexus": true});
+        let error = claims
+            .patch_status("c", &PatchParams::apply("plexus"), &Patch::Apply(&foreign))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&error, kube::Error::Api(s) if s.code == 409),
+            "{error}"
+        );
+    });
+}

@@ -46,14 +46,16 @@ pub fn macvlan(name: &str, subnet: &str) -> Value {
     })
 }
 
-/// The events about `pod` in the node's API server (events.k8s.io or core).
+/// The events about `pod` in the node's API server (events.k8s.io or core): by uid, so a pod
+/// of the same name from an earlier run against the same cluster (whose events outlive it), or
+/// recreated in the same test, does not count.
 pub fn events_for(node: &Node, pod: &Pod) -> Vec<Value> {
+    let uid = pod.uid();
     node.cluster()
         .events()
         .into_iter()
         .filter(|e| {
-            e["regarding"]["name"] == pod.name.as_str()
-                || e["involvedObject"]["name"] == pod.name.as_str()
+            e["regarding"]["uid"] == uid.as_str() || e["involvedObject"]["uid"] == uid.as_str()
         })
         .collect()
 }
@@ -66,6 +68,18 @@ pub fn metric(metrics: &str, prefix: &str) -> Option<f64> {
         .find(|l| l.starts_with(prefix))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// Waits until `check` holds: API writes and watches are asynchronous by design.
+pub fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        if let Some(found) = check() {
+            return found;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("never happened: {what}");
 }
 
 /// The address part of `a.b.c.d/nn`.

@@ -152,34 +152,13 @@ fn a_crash_after_the_intent_was_written_is_cleaned_by_del() {
 
 #[test]
 fn del_of_a_pod_attached_before_plexus_releases_its_cluster_address() {
-    use std::io::Write;
     let old = Pod::new("tenant", "old");
     let node = Node::builder().start();
-    // What Multus (or the runtime alone) did before Plexus took over: the cluster network's
-    // plugin ran directly, and Plexus has no record of it.
+    // What the runtime alone did before Plexus took over: the cluster network's plugins ran
+    // directly, and Plexus has no record of it.
     let conf = std::fs::read_to_string(node.dir().join("net.d/10-cluster.conflist")).unwrap();
     let conf: serde_json::Value = serde_json::from_str(&conf).unwrap();
-    let mut plugin = conf["plugins"][0].clone();
-    plugin["name"] = conf["name"].clone();
-    plugin["cniVersion"] = conf["cniVersion"].clone();
-    let mut child = std::process::Command::new("ip")
-        .args(["netns", "exec", node.netns.name(), "/usr/lib/cni/bridge"])
-        .env("CNI_COMMAND", "ADD")
-        .env("CNI_CONTAINERID", &old.container_id)
-        .env("CNI_NETNS", old.netns.path())
-        .env("CNI_IFNAME", "eth0")
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(plugin.to_string().as_bytes())
-        .unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
+    plexus_integration::multus::run_conf(&node.netns, &old, "eth0", &conf);
     assert_eq!(node.ipam_allocations().len(), 1);
 
     assert!(node.del(&old).success());

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use plexus_integration::{Node, NodeBuilder, Pod, binaries};
+use plexus_integration::{Node, NodeBuilder, Pod, binaries, dra};
 use serde_json::{Value, json};
 
 use crate::direct::{Direct, Net};
@@ -179,8 +179,62 @@ pub fn node(kube: bool, pods: &[(&Pod, Value)]) -> Node {
     for (pod, annotations) in pods {
         node.apply_pod(pod, annotations.clone());
     }
+    // The kube source's summary goes on with the DRA counts.
     node.wait_for_readyz(
-        &format!("nads={} pods={}\n", nads.len(), pods.len()),
+        &format!("nads={} pods={} ", nads.len(), pods.len()),
+        std::time::Duration::from_secs(20),
+    );
+    node
+}
+
+/// The resource of the device check's pool.
+pub const DEVICE_RESOURCE: &str = "example.com/bench-vf";
+
+/// The device check of the kube source: a node with the `netdev` test delegate and a test
+/// kubelet, NAD `vf` on a device pool, and two pods on it: `from_claim` takes its device from a
+/// ResourceClaim that this node's ResourceSlice describes, `from_plugin` from the kubelet.
+pub fn device_node(from_claim: &Pod, from_plugin: &Pod) -> Node {
+    let netdev = format!("exec '{}' \"$@\"", binaries::netdev().display());
+    let node = Node::builder()
+        .rust_log("info")
+        .cluster(cluster())
+        .plugin("netdev", &netdev)
+        .kube()
+        .kubelet()
+        .start();
+    node.add_device("bdev0");
+    node.add_device("bdev1");
+    let vf = json!({
+        "cniVersion": "1.0.0", "name": "vf", "type": "netdev",
+        "ipam": {"type": "host-local", "ranges": [[{"subnet": "198.18.32.0/24"}]], "dataDir": "@IPAM@"}
+    });
+    node.apply_nad_annotated(
+        NAMESPACE,
+        "vf",
+        json!({"k8s.v1.cni.cncf.io/resourceName": DEVICE_RESOURCE}),
+        &vf,
+    );
+    let networks = json!({"k8s.v1.cni.cncf.io/networks": "vf"});
+    node.apply_pod_with(from_claim, networks.clone(), |object| {
+        dra::with_claims(object, &[("nic", "bench-nic")])
+    });
+    node.cluster().apply_with_status(dra::claim(
+        &node,
+        from_claim,
+        "bench-nic",
+        "pool-a",
+        &[("vf", &["vf-0"])],
+    ));
+    node.cluster().apply(dra::slice(
+        &node,
+        "pool-a",
+        &[("vf-0", DEVICE_RESOURCE, "bdev0")],
+    ));
+    node.apply_pod(from_plugin, networks);
+    node.kubelet()
+        .allocate(from_plugin, DEVICE_RESOURCE, &["bdev1"]);
+    node.wait_for_readyz(
+        "nads=1 pods=2 claims=1 slices=1",
         std::time::Duration::from_secs(20),
     );
     node
