@@ -14,6 +14,7 @@ use super::add::{parse_result, status_of};
 use super::{Asking, Error, Plexus, Result};
 use crate::attach::{self, Target};
 use crate::cni::CniResult;
+use crate::devices::{Device, DeviceSource, Need};
 use crate::hotplug::plan::{self, Held, Role, Wanted};
 use crate::names::{ContainerId, IfName};
 use crate::netlink;
@@ -246,18 +247,40 @@ impl Plexus {
             );
         }
         let base_args = pod_cni_args(record, pod);
-        let mut new = Vec::new();
+        let mut new: Vec<Delegate> = Vec::new();
         for (w, ifname) in &plan.attach {
             let network = &wanted[*w].network;
-            match self
+            let (mut delegate, need) = match self
                 .new_delegate(&selections[*w], ifname, asking, &base_args)
                 .await
             {
-                Ok(delegate) => new.push(delegate),
+                Ok(found) => found,
                 Err(error) => {
                     let retry = worth_retrying(&error);
                     changes.fail(network, Operation::Attach, error, retry);
+                    continue;
                 }
+            };
+            // Devices of attachments that stay, and of those planned just now, are taken;
+            // those of attachments about to be detached are free again by the time this
+            // one runs (detaches go first).
+            let taken: Vec<&Device> = record
+                .attachments
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !plan.detach.contains(i))
+                .map(|(_, a)| &a.delegate)
+                .chain(&new)
+                .filter_map(|d| d.device.as_ref())
+                .collect();
+            let given = self
+                .give_device_besides(&record.container_id, &taken, &mut delegate, need, pod)
+                .await;
+            match given {
+                Ok(()) => new.push(delegate),
+                // No device yet: the device plugin or the DRA driver may still hand one out,
+                // so it is tried again while the pod asks for the network.
+                Err(error) => changes.fail(network, Operation::Attach, error, true),
             }
         }
         if plan.detach.is_empty() && new.is_empty() {
@@ -276,6 +299,9 @@ impl Plexus {
         self.run_detaches(record, changes, report).await;
         self.run_attaches(record, changes, report).await;
         self.save_changed(record)?;
+        if !report.added.is_empty() && record.attachments.iter().any(has_claim_device) {
+            self.publish_claim_devices(&record.attachments);
+        }
         Ok(true)
     }
 
@@ -285,14 +311,17 @@ impl Plexus {
         ifname: &IfName,
         asking: Asking<'_>,
         base_args: &str,
-    ) -> Result<Delegate> {
+    ) -> Result<(Delegate, Need)> {
         let network = self.selection_network(selection, asking).await?;
-        Ok(resolve::secondary_delegate(
-            selection.clone(),
-            network,
-            ifname.clone(),
-            base_args,
-        )?)
+        let need = Need {
+            network: network.label.clone(),
+            resource: network.resource_name.clone(),
+            explicit: selection.device_id.clone(),
+            claim: selection.resource_claim.clone(),
+        };
+        let delegate =
+            resolve::secondary_delegate(selection.clone(), network, ifname.clone(), base_args)?;
+        Ok((delegate, need))
     }
 
     /// DEL of every attachment marked `Detach`, newest first. What is gone leaves the record;
@@ -329,7 +358,7 @@ impl Plexus {
             );
         }
         let mut carried_route = false;
-        for (n, attachment) in attachments.into_iter().enumerate() {
+        for (n, attachment) in attachments.iter().enumerate() {
             if failed.contains(&n) {
                 continue;
             }
@@ -337,15 +366,22 @@ impl Plexus {
             // An attachment whose ADD never finished was never announced.
             if attachment.result.is_some() {
                 changes.detached.push(attachment.delegate.network.clone());
-                report.removed.push(recorded_status(&attachment));
+                report.removed.push(recorded_status(attachment));
             }
         }
+        let gone: Vec<Attachment> = attachments
+            .into_iter()
+            .enumerate()
+            .filter(|(n, _)| !failed.contains(n))
+            .map(|(_, a)| a)
+            .collect();
         let mut index = 0;
         record.attachments.retain(|_| {
             let keep = !leaving.contains(&index) || failed.iter().any(|&f| leaving[f] == index);
             index += 1;
             keep
         });
+        self.release_devices(&gone, &record.attachments);
         if carried_route {
             self.restore_cluster_route(record).await;
         }
@@ -384,6 +420,7 @@ impl Plexus {
                 netns: &record.netns,
             };
             let span = tracing::info_span!("hotplug_attach", network = %delegate.network, ifname = %delegate.ifname);
+            self.offer_device_info(std::slice::from_ref(&delegate));
             let outcome = self
                 .attach_and_route(std::slice::from_ref(&delegate), target)
                 .instrument(span)
@@ -403,7 +440,8 @@ impl Plexus {
                 Err((error, leftovers)) => {
                     changes.fail(&delegate.network, Operation::Attach, error, true);
                     if leftovers.is_empty() {
-                        record.attachments.remove(index);
+                        let gone = record.attachments.remove(index);
+                        self.release_devices(&[gone], &record.attachments);
                     } else {
                         // Its rollback failed: it stays, marked for removal, until a DEL of
                         // it succeeds (the next reconcile's, or the pod's).
@@ -528,6 +566,16 @@ impl Plexus {
             role,
         }
     }
+}
+
+/// Whether the attachment holds a device of one of the pod's DRA claims, whose status then
+/// tells what Plexus attached (KEP-4817).
+fn has_claim_device(attachment: &Attachment) -> bool {
+    attachment
+        .delegate
+        .device
+        .as_ref()
+        .is_some_and(|d| matches!(d.source, DeviceSource::Claim(_)))
 }
 
 /// Whether the record is of this very pod: the uids match. A pod without a uid (a manifest
