@@ -46,6 +46,16 @@ pub enum SourceKind {
 pub struct Config {
     /// The unix socket the shim talks to.
     pub socket_path: PathBuf,
+    /// Who may call plexusd on its socket: the caller's uid (SO_PEERCRED) must be listed.
+    pub socket_allowed_uids: Vec<u32>,
+    /// Connections open on the socket at once; more are answered "try again later".
+    pub socket_max_connections: usize,
+    /// CNI requests served at once; more are answered "try again later".
+    pub socket_max_requests: usize,
+    /// The largest request body the socket accepts, in bytes.
+    pub socket_max_request_bytes: usize,
+    /// How long a client may take to send its request, and an idle connection may stay open.
+    pub socket_read_timeout_seconds: u64,
     /// Where the runtime's CNI configs live; the cluster network is found here.
     pub cni_conf_dir: PathBuf,
     /// Where delegate plugin binaries are looked up, in order.
@@ -107,6 +117,11 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             socket_path: "/run/plexus/plexus.sock".into(),
+            socket_allowed_uids: vec![0],
+            socket_max_connections: 1024,
+            socket_max_requests: 128,
+            socket_max_request_bytes: 1 << 20,
+            socket_read_timeout_seconds: 10,
             cni_conf_dir: "/etc/cni/net.d".into(),
             cni_bin_dirs: vec!["/opt/cni/bin".into(), "/usr/lib/cni".into()],
             records_dir: "/var/lib/plexus/records".into(),
@@ -175,7 +190,38 @@ impl Config {
         {
             return Err("multusCacheDir must be an absolute path".into());
         }
+        self.validate_socket()?;
         self.default_network_refs().map(drop)
+    }
+
+    fn validate_socket(&self) -> Result<(), String> {
+        if self.socket_allowed_uids.is_empty() {
+            return Err("socketAllowedUids must name at least one uid".into());
+        }
+        let at_least_one = [
+            ("socketMaxConnections", self.socket_max_connections as u64),
+            ("socketMaxRequests", self.socket_max_requests as u64),
+            ("socketReadTimeoutSeconds", self.socket_read_timeout_seconds),
+        ];
+        if let Some((key, _)) = at_least_one.iter().find(|(_, value)| *value == 0) {
+            return Err(format!("{key} must be at least 1"));
+        }
+        // A bound, not a target: each slot is a semaphore permit and a file descriptor.
+        const MOST: usize = 1 << 20;
+        if self.socket_max_connections > MOST || self.socket_max_requests > MOST {
+            return Err(format!(
+                "socketMaxConnections and socketMaxRequests must be at most {MOST}"
+            ));
+        }
+        // Below this not even a minimal CNI request fits.
+        if self.socket_max_request_bytes < 1024 {
+            return Err("socketMaxRequestBytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+
+    pub fn socket_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.socket_read_timeout_seconds)
     }
 
     /// This node's name for the `kube` source.
@@ -257,6 +303,15 @@ mod tests {
         assert!(parse("delegateTimeoutSeconds: 0\n").is_err());
         assert!(parse("podResourcesTimeoutSeconds: 0\n").is_err());
         assert!(parse("multusCacheDir: var/lib/cni/multus\n").is_err());
+        assert!(parse("socketAllowedUids: []\n").is_err());
+        assert!(parse("socketMaxConnections: 0\n").is_err());
+        assert!(parse("socketMaxRequests: 0\n").is_err());
+        assert!(parse("socketMaxConnections: 99999999999\n").is_err());
+        assert!(parse("socketMaxRequestBytes: 100\n").is_err());
+        assert!(parse("socketReadTimeoutSeconds: 0\n").is_err());
+        let socket = parse("socketAllowedUids: [0, 1000]\nsocketMaxRequests: 8\n").unwrap();
+        assert_eq!(socket.socket_allowed_uids, [0, 1000]);
+        assert_eq!(socket.socket_max_requests, 8);
     }
 
     #[test]

@@ -40,6 +40,9 @@ pub mod names;
 pub mod netlink;
 /// `plexusd probe`: kubelet's exec probe against the unix socket.
 pub mod probe;
+/// Property tests of the parsers, the result conversion and the interface naming.
+#[cfg(test)]
+mod properties;
 /// The on-disk attachment records.
 pub mod records;
 /// The socket protocol's request, parsed at the edge.
@@ -52,6 +55,8 @@ pub mod selection;
 pub mod server;
 /// The CNI commands end to end.
 pub mod service;
+/// The socket's gate: caller credentials, connection and request limits, read timeouts.
+pub mod socket;
 /// Where NADs and pods come from.
 pub mod source;
 /// network-status entries and the runtime's merged result.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
-use plexus_controller::cni::PluginExecutor;
+use plexus_controller::cni::{PluginExecutor, orphans};
 use plexus_controller::config::{Config, LogFormat, SourceKind};
 use plexus_controller::inspect::{self, client::Inspect, client::Output};
 use plexus_controller::metrics::{Metered, Metrics};
@@ -161,16 +161,19 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     };
     let records = RecordStore::open(&config.records_dir)?;
     let metrics = Arc::new(Metrics::default());
-    let plugins = Arc::new(PluginExecutor::new(
-        config.cni_bin_dirs.clone(),
-        config.delegate_timeout(),
-    ));
+    let owner = config.records_dir.display().to_string();
+    let plugins = Arc::new(
+        PluginExecutor::new(config.cni_bin_dirs.clone(), config.delegate_timeout())
+            .owned_by(owner.clone()),
+    );
+
     let executor = Arc::new(Metered::new(plugins, Arc::clone(&metrics)));
     let socket = config.socket_path.clone();
     let metrics_address = config.metrics_address;
     if config.write_conflist {
         keep_conflist_current(&config);
     }
+    orphans::settle(orphans::find(&owner), config.delegate_timeout()).await;
     let plexus = Arc::new(Plexus::new(config, source, executor, records)?);
     // Before the socket is served, so the runtime's first DEL or GC already sees them.
     plexus.adopt_from_multus().await;

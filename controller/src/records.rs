@@ -204,10 +204,16 @@ impl RecordStore {
         };
         let bytes = serde_json::to_vec_pretty(record).map_err(|e| io_err(io::Error::other(e)))?;
         let mut file = File::create(&temp).map_err(io_err)?;
-        file.write_all(&bytes)
+        let written = file
+            .write_all(&bytes)
             .and_then(|()| file.sync_all())
-            .map_err(io_err)?;
-        fs::rename(&temp, &path).map_err(io_err)?;
+            .and_then(|()| fs::rename(&temp, &path));
+        if let Err(source) = written {
+            // A full disk takes the inode but not the data: the half-written temp file must
+            // not stay behind (only a restart would sweep it otherwise).
+            let _ = fs::remove_file(&temp);
+            return Err(io_err(source));
+        }
         self.sync_dir()
     }
 
@@ -571,6 +577,18 @@ mod tests {
         assert!(!text.contains("device"), "{text}");
         fs::write(dir.path().join("c2.json"), text).unwrap();
         assert_eq!(store.load(&id("c2")).unwrap(), Some(old));
+    }
+
+    #[test]
+    fn a_save_that_fails_leaves_no_temp_file_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        // A directory where the record should go: the rename over it fails, as a write on a
+        // full disk would, after the temp file was created.
+        fs::create_dir_all(dir.path().join("c1.json/occupied")).unwrap();
+        let error = store.save(&full_record("c1")).unwrap_err();
+        assert!(matches!(error, RecordError::Io { .. }), "{error}");
+        assert_eq!(dir_entries(dir.path()), ["c1.json"]);
     }
 
     #[test]

@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{Path as UrlPath, RawQuery, State};
+use axum::body::Body;
+use axum::extract::{Path as UrlPath, RawQuery, Request, State};
 use axum::http::StatusCode;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::net::UnixListener;
@@ -21,6 +22,7 @@ use crate::metrics::Metrics;
 use crate::names::ContainerId;
 use crate::request::{CniRequest, WireRequest, requested_version};
 use crate::service::Plexus;
+use crate::socket::{self, Gate, InFlight};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -50,26 +52,49 @@ fn observability() -> Router<AppState> {
 
 /// The socket's routes: the CNI endpoint and the network-status read-back, plus the above.
 pub fn router(state: AppState) -> Router {
+    let in_flight = (
+        InFlight::new(state.plexus.config().socket_max_requests),
+        Arc::clone(&state.metrics),
+    );
     observability()
-        .route("/v1/cni", post(cni))
+        .route(
+            "/v1/cni",
+            post(cni).layer(middleware::from_fn_with_state(in_flight, limit_in_flight)),
+        )
         .route("/v1/network-status/{container_id}", get(network_status))
         .route("/v1/inspect", get(inspect))
         .with_state(state)
 }
 
 /// Serves on the unix socket until `shutdown` completes; the socket file is removed after.
+/// Only the callers and as many connections as the config allows get through (`socket`).
 pub async fn serve(
     path: &Path,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    let listener = bind(path)?;
+    let gate = Gate::from_config(state.plexus.config());
+    let listener = bind(path, socket::socket_mode(&gate.allowed_uids))?;
     tracing::info!(socket = %path.display(), "listening");
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let metrics = Arc::clone(&state.metrics);
+    socket::serve(listener, router(state), gate, metrics, shutdown).await;
     let _ = std::fs::remove_file(path);
-    served.map_err(ServerError::Serve)
+    Ok(())
+}
+
+/// Answers "try again later" once `socketMaxRequests` CNI requests are being served.
+async fn limit_in_flight(
+    State((in_flight, metrics)): State<(InFlight, Arc<Metrics>)>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match in_flight.enter() {
+        Ok(_slot) => next.run(request).await,
+        Err(error) => {
+            metrics.count_error(error.code, "busy");
+            error_reply(&error, CniVersion::LATEST.as_str())
+        }
+    }
 }
 
 /// Serves health, readiness and metrics (never CNI) on a TCP address, for Prometheus and
@@ -92,7 +117,7 @@ pub async fn serve_http(
         .map_err(ServerError::Serve)
 }
 
-fn bind(path: &Path) -> Result<UnixListener, ServerError> {
+fn bind(path: &Path, mode: u32) -> Result<UnixListener, ServerError> {
     let socket_err = |source| ServerError::Socket {
         path: path.to_owned(),
         source,
@@ -112,13 +137,28 @@ fn bind(path: &Path) -> Result<UnixListener, ServerError> {
         std::fs::remove_file(path).map_err(socket_err)?;
     }
     let listener = UnixListener::bind(path).map_err(socket_err)?;
-    // Only root may ask plexusd to plumb namespaces.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(socket_err)?;
+    // Only root may ask plexusd to plumb namespaces, unless the config lets other uids call;
+    // then the peer check on every connection is what keeps the rest out.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(socket_err)?;
     Ok(listener)
 }
 
-async fn cni(State(state): State<AppState>, body: Bytes) -> Response {
+async fn cni(State(state): State<AppState>, body: Body) -> Response {
     let AppState { plexus, metrics } = state;
+    let config = plexus.config();
+    let body = match socket::read_body(
+        body,
+        config.socket_max_request_bytes,
+        config.socket_read_timeout(),
+    )
+    .await
+    {
+        Ok(body) => body,
+        Err(error) => {
+            metrics.count_error(error.code, "request");
+            return error_reply(&error, CniVersion::LATEST.as_str());
+        }
+    };
     let wire: WireRequest = match serde_json::from_slice(&body) {
         Ok(wire) => wire,
         Err(e) => {

@@ -16,7 +16,9 @@ pub mod node;
 pub mod overlay;
 pub mod pod;
 pub mod podman;
+pub mod records_mount;
 pub mod shim;
+pub mod soak;
 pub mod webhook;
 
 pub use netns::Netns;

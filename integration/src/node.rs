@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -13,6 +14,7 @@ use tempfile::TempDir;
 use crate::apiserver::ApiServer;
 use crate::cluster::Cluster;
 use crate::kubelet::Kubelet;
+use crate::records_mount::RecordsMount;
 use crate::shim::{self, CniEnv, ShimOutput};
 use crate::{Netns, Pod, binaries};
 
@@ -30,12 +32,27 @@ pub struct NodeBuilder {
     real_cluster: Option<PathBuf>,
     rust_log: String,
     kubelet: bool,
+    records_tmpfs: Option<u64>,
+    delegate_timeout_seconds: u64,
 }
 
 impl NodeBuilder {
     /// A test kubelet serving the PodResources API on the socket plexusd is configured with.
     pub fn kubelet(mut self) -> Self {
         self.kubelet = true;
+        self
+    }
+
+    /// The records directory on a tmpfs of `size_kib` in a private mount namespace that
+    /// plexusd runs in, so the test can fill it or make it read-only (`Node::records_mount`).
+    pub fn records_tmpfs(mut self, size_kib: u64) -> Self {
+        self.records_tmpfs = Some(size_kib);
+        self
+    }
+
+    /// plexusd's `delegateTimeoutSeconds` (20 unless set).
+    pub fn delegate_timeout_seconds(mut self, seconds: u64) -> Self {
+        self.delegate_timeout_seconds = seconds;
         self
     }
 
@@ -111,7 +128,7 @@ impl NodeBuilder {
             (None, false) => None,
         };
         let mut node = Node {
-            plexusd: None,
+            plexusd: Mutex::new(None),
             netns,
             dir,
             config: self.config,
@@ -119,12 +136,18 @@ impl NodeBuilder {
             name: crate::unique("node-"),
             rust_log: self.rust_log,
             kubelet: None,
+            records_mount: None,
+            delegate_timeout_seconds: self.delegate_timeout_seconds,
         };
         if node.api.is_some() {
             node.connect_to_api();
         }
         for sub in ["net.d", "manifests", "records", "ipam", "bin"] {
             std::fs::create_dir_all(node.dir.path().join(sub)).expect("mkdir");
+        }
+        if let Some(size_kib) = self.records_tmpfs {
+            let mount_point = node.dir().join("records-fs");
+            node.records_mount = Some(RecordsMount::new(&mount_point, size_kib));
         }
         for (name, script) in &self.plugins {
             use std::os::unix::fs::PermissionsExt;
@@ -168,7 +191,8 @@ fn default_cluster() -> Value {
 }
 
 pub struct Node {
-    plexusd: Option<Child>,
+    /// Behind a lock, so that one thread can kill and restart plexusd while others call it.
+    plexusd: Mutex<Option<Child>>,
     pub netns: Netns,
     dir: TempDir,
     config: Vec<String>,
@@ -179,6 +203,9 @@ pub struct Node {
     rust_log: String,
     /// The test kubelet of a node built with `.kubelet()`.
     kubelet: Option<Kubelet>,
+    /// The tmpfs the records live on, for a node built with `records_tmpfs`.
+    records_mount: Option<RecordsMount>,
+    delegate_timeout_seconds: u64,
 }
 
 impl Node {
@@ -194,6 +221,8 @@ impl Node {
             real_cluster: None,
             rust_log: "debug".to_owned(),
             kubelet: false,
+            records_tmpfs: None,
+            delegate_timeout_seconds: 20,
         }
     }
 
@@ -383,8 +412,28 @@ impl Node {
         self.dir().join("ipam")
     }
 
+    /// The records directory as this process reaches it.
     pub fn records_dir(&self) -> PathBuf {
-        self.dir().join("records")
+        let dir = self.plexusd_records_dir();
+        match &self.records_mount {
+            Some(mount) => mount.seen_from_here(&dir),
+            None => dir,
+        }
+    }
+
+    /// The records directory as plexusd names it (its config's `recordsDir`).
+    pub fn plexusd_records_dir(&self) -> PathBuf {
+        match &self.records_mount {
+            Some(_) => self.dir().join("records-fs").join("records"),
+            None => self.dir().join("records"),
+        }
+    }
+
+    /// The tmpfs under the records, for a node built with `records_tmpfs`.
+    pub fn records_mount(&self) -> &RecordsMount {
+        self.records_mount
+            .as_ref()
+            .expect("a node built with .records_tmpfs()")
     }
 
     fn fill(&self, text: &str) -> String {
@@ -408,15 +457,18 @@ impl Node {
         std::fs::remove_file(self.dir().join("manifests").join(file)).expect("remove manifest");
     }
 
-    fn start_plexusd(&mut self) {
+    /// Starts plexusd (after `kill_plexusd` or `stop_plexusd`) and waits until it is ready.
+    pub fn start_plexusd(&self) {
         let dir = self.dir().to_path_buf();
         // The kubelet socket and the device-info dir live in the node's dir too, so no test
         // ever touches the machine's own.
         let mut config = format!(
-            "socketPath: {sock}\ncniConfDir: {d}/net.d\ncniBinDirs: [{d}/bin, {bin}]\nrecordsDir: {d}/records\nmanifestDir: {d}/manifests\ndelegateTimeoutSeconds: 20\npodResourcesSocket: {kubelet}\npodResourcesTimeoutSeconds: 2\ndeviceInfoDir: {d}/devinfo\n",
+            "socketPath: {sock}\ncniConfDir: {d}/net.d\ncniBinDirs: [{d}/bin, {bin}]\nrecordsDir: {records}\nmanifestDir: {d}/manifests\ndelegateTimeoutSeconds: {timeout}\npodResourcesSocket: {kubelet}\npodResourcesTimeoutSeconds: 2\ndeviceInfoDir: {d}/devinfo\n",
             sock = self.socket().display(),
             d = dir.display(),
             bin = binaries::CNI_BIN_DIR,
+            records = self.plexusd_records_dir().display(),
+            timeout = self.delegate_timeout_seconds,
             kubelet = self.pod_resources_socket().display(),
         );
         for line in &self.config {
@@ -429,7 +481,11 @@ impl Node {
             .append(true)
             .open(dir.join("plexusd.log"))
             .expect("log file");
-        let child = Command::new("ip")
+        let mut command = match &self.records_mount {
+            Some(mount) => mount.command("ip"),
+            None => Command::new("ip"),
+        };
+        let child = command
             .args(["netns", "exec", self.netns.name()])
             .arg(binaries::plexusd())
             .arg("--config")
@@ -440,14 +496,19 @@ impl Node {
             .stderr(log)
             .spawn()
             .expect("start plexusd");
-        self.plexusd = Some(child);
+        *self.child() = Some(child);
         self.wait_ready();
     }
 
-    fn wait_ready(&mut self) {
+    fn child(&self) -> MutexGuard<'_, Option<Child>> {
+        self.plexusd.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
-            if let Some(Ok(Some(status))) = self.plexusd.as_mut().map(Child::try_wait) {
+            let exited = self.child().as_mut().map(Child::try_wait);
+            if let Some(Ok(Some(status))) = exited {
                 panic!("plexusd exited with {status}: {}", self.log());
             }
             if self.get("/readyz").is_some_and(|(status, _)| status == 200) {
@@ -460,7 +521,7 @@ impl Node {
 
     /// The running plexusd's PID (`ip netns exec` execs it, so its child is plexusd itself).
     pub fn plexusd_pid(&self) -> Option<u32> {
-        self.plexusd.as_ref().map(Child::id)
+        self.child().as_ref().map(Child::id)
     }
 
     /// plexusd's log so far.
@@ -469,21 +530,23 @@ impl Node {
     }
 
     /// Stops plexusd (SIGTERM, then SIGKILL), by its PID.
-    pub fn stop_plexusd(&mut self) {
-        if let Some(child) = self.plexusd.take() {
+    pub fn stop_plexusd(&self) {
+        let child = self.child().take();
+        if let Some(child) = child {
             crate::stop(child, Duration::from_secs(5));
         }
     }
 
     /// Kills plexusd without warning, as a crash would.
-    pub fn kill_plexusd(&mut self) {
-        if let Some(mut child) = self.plexusd.take() {
+    pub fn kill_plexusd(&self) {
+        let child = self.child().take();
+        if let Some(mut child) = child {
             let _ = child.kill();
             let _ = child.wait();
         }
     }
 
-    pub fn restart_plexusd(&mut self) {
+    pub fn restart_plexusd(&self) {
         self.stop_plexusd();
         self.start_plexusd();
     }
@@ -586,6 +649,16 @@ impl Node {
 
     pub fn check(&self, pod: &Pod) -> ShimOutput {
         self.cni("CHECK", pod, &self.plexus_conf("1.1.0"))
+    }
+
+    /// STATUS (CNI 1.1): whether plexusd can serve ADD.
+    pub fn status(&self) -> ShimOutput {
+        let env = CniEnv {
+            command: "STATUS".into(),
+            path: binaries::CNI_BIN_DIR.into(),
+            ..Default::default()
+        };
+        shim::exec(&env, &self.plexus_conf("1.1.0").to_string())
     }
 
     /// GC with the given pods as the still-valid attachments.

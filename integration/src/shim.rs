@@ -53,7 +53,18 @@ pub fn exec(env: &CniEnv, stdin: &str) -> ShimOutput {
 
 /// Runs the shim at `binary` (one installed into a CNI bin dir, say) as a runtime does.
 pub fn exec_at(binary: &std::path::Path, env: &CniEnv, stdin: &str) -> ShimOutput {
-    let mut command = Command::new(binary);
+    exec_with(Command::new(binary), env, stdin)
+}
+
+/// As [`exec`], with the shim running as `uid` (a runtime, or anyone else, that is not root).
+pub fn exec_as(uid: u32, env: &CniEnv, stdin: &str) -> ShimOutput {
+    use std::os::unix::process::CommandExt;
+    let mut command = Command::new(crate::binaries::shim());
+    command.uid(uid).gid(uid);
+    exec_with(command, env, stdin)
+}
+
+fn exec_with(mut command: Command, env: &CniEnv, stdin: &str) -> ShimOutput {
     command
         .env_clear()
         .env("CNI_COMMAND", &env.command)

@@ -86,9 +86,12 @@ pub fn post_json(
         .map_err(Error::Connect)?;
     // No shutdown of the write half after sending: some servers (hyper among them) take a
     // half-close as the client giving up and drop the reply.
-    (&stream)
-        .write_all(&request(target, body))
-        .map_err(Error::Send)?;
+    if let Err(err) = (&stream).write_all(&request(target, body)) {
+        // A daemon that turns the call away (busy, caller not allowed) answers and closes
+        // without reading the request; its answer is still waiting in the socket and says
+        // more than the broken pipe.
+        return read_response(BufReader::new(&stream)).map_err(|_| Error::Send(err));
+    }
     read_response(BufReader::new(&stream))
 }
 
@@ -430,6 +433,36 @@ mod tests {
             "a".repeat(MAX_LINE as usize)
         );
         assert!(matches!(parse(&reply), Err(Error::Malformed(_))));
+    }
+
+    #[test]
+    fn an_answer_sent_before_the_request_was_read_is_still_returned() {
+        let socket =
+            std::env::temp_dir().join(format!("plexus-shim-busy-{}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let server = thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let body = r#"{"code":11,"msg":"busy"}"#;
+            write!(
+                stream,
+                "HTTP/1.1 503 Service Unavailable\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            // Closed without reading: the client's request (bigger than any socket buffer)
+            // cannot be written in full.
+        });
+        let timeouts = Timeouts {
+            connect: Duration::from_secs(2),
+            io: Duration::from_secs(5),
+        };
+        let response = post_json(&socket, "/", &vec![b' '; 8 << 20], &timeouts);
+        server.join().unwrap();
+        let _ = std::fs::remove_file(&socket);
+        let response = response.unwrap();
+        assert_eq!(response.status, 503);
+        assert_eq!(response.body, br#"{"code":11,"msg":"busy"}"#);
     }
 
     #[test]

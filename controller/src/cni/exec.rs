@@ -88,6 +88,8 @@ pub struct PluginExecutor {
     cni_path: String,
     deadline: Duration,
     versions: Mutex<HashMap<String, Arc<Vec<String>>>>,
+    /// Who started the delegates, for a later plexusd to find those left running.
+    owner: String,
 }
 
 /// How often and how long to retry an exec that hit ETXTBSY (the binary is being replaced);
@@ -107,7 +109,15 @@ impl PluginExecutor {
             cni_path,
             deadline,
             versions: Mutex::new(HashMap::new()),
+            owner: String::new(),
         }
+    }
+
+    /// Marks every delegate as started by `owner` (plexusd's records directory), so that
+    /// the next plexusd can find those still running after this one died.
+    pub fn owned_by(mut self, owner: impl Into<String>) -> Self {
+        self.owner = owner.into();
+        self
     }
 
     /// The first regular, executable file named `plugin_type` in the plugin directories.
@@ -167,6 +177,8 @@ impl PluginExecutor {
             .env("CNI_IFNAME", &call.ifname)
             .env("CNI_ARGS", &call.cni_args)
             .env("CNI_PATH", &self.cni_path)
+            // So that a plexusd started after this one died can find it (`orphans`).
+            .env(super::orphans::OWNER_VAR, &self.owner)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

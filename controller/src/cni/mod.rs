@@ -3,6 +3,7 @@
 pub mod error;
 pub mod exec;
 pub mod netconf;
+pub mod orphans;
 pub mod result;
 pub mod version;
 

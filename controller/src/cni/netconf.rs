@@ -723,6 +723,23 @@ mod tests {
     }
 
     #[test]
+    fn a_plugins_own_numbers_reach_it_unchanged_to_the_last_digit() {
+        // Found by the property tests: without serde_json's float_roundtrip, a float in a
+        // plugin's config came out one unit in the last place off in the delegate's request.
+        let text = r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"a","x-a":{"name":[-5.898438707525076e+71]},"rate":-1.7434014415216318e-214}]}"#;
+        let config = NetworkConfig::parse(text.as_bytes()).unwrap();
+        let request = config.plugin_request(0, "n", CniVersion::V1_0_0, &Map::new(), None, None);
+        assert!(
+            request.to_string().contains("-5.898438707525076e+71"),
+            "{request}"
+        );
+        assert!(
+            request.to_string().contains("-1.7434014415216318e-214"),
+            "{request}"
+        );
+    }
+
+    #[test]
     fn declares_looks_across_the_whole_chain() {
         let conf = chain();
         assert!(conf.declares("ips"));

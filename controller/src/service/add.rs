@@ -117,8 +117,13 @@ impl Plexus {
             deleting: false,
         };
         // The intent covers every delegate before any runs: after a crash, DEL undoes them all,
-        // and DEL of a delegate that never ran is harmless.
-        self.records.save(&record)?;
+        // and DEL of a delegate that never ran is harmless. Without it nothing may run.
+        self.records
+            .save(&record)
+            .map_err(|source| Error::RecordsUnwritable {
+                dir: self.records.dir().to_owned(),
+                source,
+            })?;
         self.offer_device_info(&delegates);
         let target = Target {
             container_id: id.as_str(),

@@ -90,6 +90,11 @@ pub enum Error {
     NoGateway { network: String },
     #[error(transparent)]
     Records(#[from] RecordError),
+    #[error("cannot write to the records directory {dir}, so nothing was attached: {source}")]
+    RecordsUnwritable {
+        dir: std::path::PathBuf,
+        source: RecordError,
+    },
     #[error("{} of the pod's attachments could not be deleted: {}", .0.len(), join(.0))]
     Detach(Vec<DetachFailure>),
     #[error("container {0} has no attachments to check")]
@@ -132,7 +137,9 @@ impl Error {
             Self::Resolve(e) => e.cni_code(),
             Self::Devices(e) => e.cni_code(),
             Self::Attach(e) => e.cni_code(),
-            Self::DefaultRoute { .. } | Self::Records(_) => code::IO_FAILURE,
+            Self::DefaultRoute { .. } | Self::Records(_) | Self::RecordsUnwritable { .. } => {
+                code::IO_FAILURE
+            }
             Self::Detach(failures) => failures
                 .first()
                 .map_or(code::INTERNAL, |f| f.error.cni_code()),
@@ -154,7 +161,7 @@ impl Error {
             Self::Devices(_) => "devices",
             Self::Attach(_) => "delegate",
             Self::DefaultRoute { .. } | Self::NoGateway { .. } => "default_route",
-            Self::Records(_) => "records",
+            Self::Records(_) | Self::RecordsUnwritable { .. } => "records",
             Self::Detach(_) => "detach",
             Self::UnknownContainer(_) => "unknown_container",
             Self::NotReady(_) => "not_ready",
@@ -222,12 +229,12 @@ impl Plexus {
         })
     }
 
-    pub fn source(&self) -> &dyn Source {
-        self.source.as_ref()
-    }
-
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn source(&self) -> &dyn Source {
+        self.source.as_ref()
     }
 
     /// The containers recorded by ADD from now on.

@@ -141,7 +141,7 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request) -> Resp
     };
     let is_watch = method == Method::GET && matches!(param("watch"), Some("true" | "1"));
 
-    let (target, info, expected_token) = {
+    let (target, info, expected_token, failing) = {
         let mut state = shared.lock();
         state.requests.push(format!("{method} {path_and_query}"));
         let target = parse_path(uri.path());
@@ -155,8 +155,19 @@ async fn handle(AxumState(shared): AxumState<Arc<Shared>>, req: Request) -> Resp
                 _ => c.writes += 1,
             });
         }
-        (target, info, state.token.clone())
+        (target, info, state.token.clone(), state.failing)
     };
+    if failing {
+        return json_response(
+            500,
+            &status(
+                500,
+                "InternalError",
+                "the test API server is failing on purpose",
+                None,
+            ),
+        );
+    }
 
     if !authorized(expected_token.as_deref(), req.headers()) {
         return json_response(401, &status(401, "Unauthorized", "Unauthorized", None));

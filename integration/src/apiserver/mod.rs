@@ -214,6 +214,12 @@ impl ApiServer {
         self.shared.lock().rv
     }
 
+    /// While `true`, every request (watches included) is answered 500 InternalError, as an
+    /// API server whose storage is failing would; open watches keep streaming.
+    pub fn fail_requests(&self, failing: bool) {
+        self.shared.lock().failing = failing;
+    }
+
     /// Makes every resourceVersion handed out so far too old: open watches get a 410 ERROR
     /// event and end, and a watch resuming from an older version gets the same.
     pub fn compact(&self) {
@@ -240,7 +246,9 @@ impl ApiServer {
 
     /// Serves again, on the same port and with the same state.
     pub fn resume(&self) {
-        if self.acceptor.lock().expect("acceptor").is_some() {
+        // Held throughout, so that two threads resuming at once bind the port only once.
+        let mut acceptor = self.acceptor.lock().expect("acceptor");
+        if acceptor.is_some() {
             return;
         }
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -254,14 +262,18 @@ impl ApiServer {
                 Err(e) => panic!("rebind the test API server on port {}: {e}", self.port),
             }
         };
-        self.serve(listener);
+        *acceptor = Some(self.accept(listener));
     }
 
     fn serve(&self, listener: TcpListener) {
+        let handle = self.accept(listener);
+        *self.acceptor.lock().expect("acceptor") = Some(handle);
+    }
+
+    fn accept(&self, listener: TcpListener) -> JoinHandle<()> {
         let shared = self.shared.clone();
         let runtime = self.runtime.as_ref().expect("runtime");
-        let handle = runtime.spawn(accept_loop(listener, shared));
-        *self.acceptor.lock().expect("acceptor") = Some(handle);
+        runtime.spawn(accept_loop(listener, shared))
     }
 }
 

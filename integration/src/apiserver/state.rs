@@ -182,6 +182,8 @@ pub(crate) struct State {
     /// Changes with rv > `compacted`, in rv order.
     pub history: VecDeque<Change>,
     pub token: Option<String>,
+    /// Every request is answered 500 while set (`ApiServer::fail_requests`).
+    pub failing: bool,
     pub counters: BTreeMap<String, Counters>,
     pub requests: Vec<String>,
     /// Server-side apply's field owners of status subresources, per object.
@@ -224,6 +226,7 @@ impl State {
                     false,
                 ),
             ],
+            failing: false,
             objects: BTreeMap::new(),
             history: VecDeque::new(),
             token: None,

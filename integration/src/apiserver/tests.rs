@@ -590,3 +590,21 @@ fn dra_objects_are_discovered_selected_and_their_status_applied_through_kube_rs(
         );
     });
 }
+
+#[test]
+fn a_failing_server_answers_500_until_it_recovers() {
+    let world = World::new();
+    let list = || {
+        world.run(|client| async move {
+            Api::<Pod>::all(client)
+                .list(&Default::default())
+                .await
+                .map(|list| list.items.len())
+        })
+    };
+    world.api.fail_requests(true);
+    let error = list().unwrap_err();
+    assert!(format!("{error:?}").contains("500"), "{error:?}");
+    world.api.fail_requests(false);
+    assert_eq!(list().unwrap(), 0);
+}

@@ -305,7 +305,7 @@ fn plexusd_down_during_run_pod_sandbox_fails_naming_the_socket_and_attaches_noth
         return;
     }
     let web = Sandbox::new("tenant", "web").networks("blue,ext");
-    let mut node = node_with_two_secondaries(&web);
+    let node = node_with_two_secondaries(&web);
     let runtime = containerd_for(&node);
     node.stop_plexusd();
 

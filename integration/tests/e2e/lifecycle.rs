@@ -63,7 +63,7 @@ fn del_without_a_netns_still_releases_the_addresses() {
 #[test]
 fn del_after_a_plexusd_restart_cleans_everything() {
     let web = Pod::new("tenant", "web");
-    let mut node = node_with_data_network(&[&web]);
+    let node = node_with_data_network(&[&web]);
     node.add(&web).result();
     node.kill_plexusd();
     node.restart_plexusd();
@@ -128,7 +128,7 @@ fn gc_deletes_the_attachments_missing_from_the_valid_list() {
 #[test]
 fn a_crash_after_the_intent_was_written_is_cleaned_by_del() {
     let web = Pod::new("tenant", "web");
-    let mut node = node_with_data_network(&[&web]);
+    let node = node_with_data_network(&[&web]);
     node.add(&web).result();
     // The results are recorded just after the reply; the read-back waits for that.
     node.network_status(&web);
@@ -168,4 +168,106 @@ fn del_of_a_pod_attached_before_plexus_releases_its_cluster_address() {
         node.ipam_allocations()
     );
     assert!(old.link_names().is_empty());
+}
+
+/// A node whose NAD `slow` runs `script` as its plugin, with `pod` selecting it.
+fn node_with_slow_delegate(pod_: &Pod, script: &str) -> plexus_integration::Node {
+    plexus_integration::Node::builder()
+        .delegate_timeout_seconds(3)
+        .plugin("slow", script)
+        .manifest(
+            "n.yaml",
+            &nad(
+                "tenant",
+                "slow",
+                &serde_json::json!({"cniVersion": "1.0.0", "name": "slow", "type": "slow"}),
+            ),
+        )
+        .manifest("p.yaml", &pod(pod_, "slow"))
+        .start()
+}
+
+/// Runs the pod's ADD and kills plexusd once `marker` exists (the delegate is running).
+fn kill_plexusd_during_add(node: &plexus_integration::Node, web: &Pod, marker: &std::path::Path) {
+    std::thread::scope(|scope| {
+        let add = scope.spawn(|| node.add(web));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !marker.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the delegate never ran"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        node.kill_plexusd();
+        assert!(!add.join().unwrap().success());
+    });
+}
+
+fn gone(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|r| r.trim_start().starts_with('Z'))
+    })
+}
+
+#[test]
+fn a_delegate_that_hangs_while_plexusd_is_killed_is_killed_at_its_deadline_by_the_next_plexusd() {
+    // Found by the soak: a delegate hanging while plexusd was SIGKILLed ran on forever.
+    let web = Pod::new("tenant", "web");
+    let stuck = r#"cat >/dev/null
+case "$CNI_COMMAND" in
+  ADD) echo $$ > @DIR@/stuck.pid; exec sleep 120 ;;
+esac"#;
+    let node = node_with_slow_delegate(&web, stuck);
+    let pid_file = node.dir().join("stuck.pid");
+    kill_plexusd_during_add(&node, &web, &pid_file);
+    let pid = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .to_owned();
+    node.start_plexusd();
+    let killed = (0..3000).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        gone(&pid)
+    });
+    assert!(
+        killed,
+        "delegate {pid} outlived its deadline: {}",
+        node.log()
+    );
+    assert!(
+        node.log().contains("a delegate of the previous plexusd"),
+        "{}",
+        node.log()
+    );
+    // The cluster network's ADD had run before: the intent lets DEL undo it.
+    assert!(node.del(&web).success());
+    assert!(web.link_names().is_empty());
+    node.assert_clean();
+}
+
+#[test]
+fn a_delegate_working_while_plexusd_is_killed_finishes_before_the_next_plexusd_serves() {
+    // Found by the soak, twice: killing delegates with plexusd stopped plugins halfway (a
+    // veth left under its temporary name, which their DEL cannot find); letting them finish
+    // while the next plexusd already served let a GC delete the attachment before the old
+    // ADD had made it.
+    let web = Pod::new("tenant", "web");
+    let slow = r#"cat >/dev/null
+case "$CNI_COMMAND" in
+  ADD) touch @DIR@/started; sleep 1; touch @DIR@/finished
+       echo '{"cniVersion":"1.0.0"}' ;;
+esac"#;
+    let node = node_with_slow_delegate(&web, slow);
+    kill_plexusd_during_add(&node, &web, &node.dir().join("started"));
+    node.start_plexusd();
+    assert!(
+        node.dir().join("finished").exists(),
+        "plexusd served before the delegate of its predecessor had finished"
+    );
+    assert!(node.del(&web).success());
+    assert!(web.link_names().is_empty());
+    node.assert_clean();
 }

@@ -63,7 +63,7 @@ fn assert_gone(node: &Node, pod: &Pod) {
 #[test]
 fn a_pod_multus_attached_is_adopted_at_start_checked_and_deleted_through_plexus() {
     let web = Pod::new("tenant", "web");
-    let mut node = node();
+    let node = node();
     node.stop_plexusd();
     let cache = multus(&node);
     cache.attach(&node.netns, &web, &delegates(&node));
@@ -133,7 +133,7 @@ fn a_pod_multus_attached_is_adopted_at_start_checked_and_deleted_through_plexus(
 fn gc_deletes_the_adopted_pods_the_runtime_no_longer_lists() {
     let keep = Pod::new("tenant", "keep");
     let stale = Pod::new("tenant", "stale");
-    let mut node = node();
+    let node = node();
     node.stop_plexusd();
     let cache = multus(&node);
     cache.attach(&node.netns, &keep, &delegates(&node));
@@ -177,7 +177,7 @@ fn unreadable_multus_caches_are_logged_and_skipped_and_nothing_else_stops() {
     let good = Pod::new("tenant", "good");
     let garbage = Pod::new("tenant", "garbage");
     let future = Pod::new("tenant", "future");
-    let mut node = node();
+    let node = node();
     node.stop_plexusd();
     let cache = multus(&node);
     cache.attach(&node.netns, &good, &delegates(&node));
@@ -239,7 +239,7 @@ fn switching_a_node_from_multus_without_draining() {
     let old_a = Pod::new("tenant", "old-a");
     let old_b = Pod::new("tenant", "old-b");
     let new_c = Pod::new("tenant", "new-c");
-    let mut node = builder().config_line("writeConflist: true").start();
+    let node = builder().config_line("writeConflist: true").start();
     // Before the switch: Multus on the node, its config first in the conf dir, pods attached.
     node.stop_plexusd();
     let _ = std::fs::remove_file(node.dir().join("net.d/00-plexus.conflist"));

@@ -5,7 +5,7 @@ use plexus_integration::{Node, Pod};
 #[test]
 fn the_shim_reports_code_11_with_the_socket_path_when_plexusd_is_down() {
     let web = Pod::new("tenant", "web");
-    let mut node = Node::builder().start();
+    let node = Node::builder().start();
     node.stop_plexusd();
     let error = node.add(&web).error();
     assert_eq!(error["code"], 11);
