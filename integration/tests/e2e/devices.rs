@@ -277,6 +277,18 @@ fn an_explicit_device_id_is_used_as_given_and_counts_as_taken() {
     );
 }
 
+/// Waits until plexusd has finished a hot-plug change that leaves the pod `count`
+/// interfaces: its network-status, read under the pod's lock, lists that many.
+fn wait_for_interfaces(node: &Node, pod: &Pod, count: usize) {
+    eventually(
+        &format!("{count} interfaces in {}'s network-status", pod.name),
+        || {
+            let status = node.network_status(pod);
+            (status.as_array().map(Vec::len) == Some(count)).then_some(())
+        },
+    );
+}
+
 #[test]
 fn a_hot_plugged_attachment_gets_a_device_the_pod_does_not_hold_and_gives_it_back() {
     let node = device_node_with(true, |b| b.config_line("dynamicNetworks: true"));
@@ -292,19 +304,15 @@ fn a_hot_plugged_attachment_gets_a_device_the_pod_does_not_hold_and_gives_it_bac
 
     // The kubelet lists tdev0 first, but net1 holds it: the new attachment gets tdev1.
     node.apply_pod(&web, networks("vf,vf"));
-    let net2 = eventually("net2 hot-plugged", || device_in_pod(&web, "net2"));
-    assert_eq!(net2.0, "tdev1");
+    wait_for_interfaces(&node, &web, 3);
+    assert_eq!(device_in_pod(&web, "net2").unwrap().0, "tdev1");
     assert_eq!(recorded(&node, &web, "ADD", "net2")[0]["deviceID"], "tdev1");
     assert_eq!(device_in_pod(&web, "net1").unwrap().0, "tdev0", "untouched");
 
     // Detached: the device goes home and its device-info file with it.
     node.apply_pod(&web, networks("vf"));
-    eventually("tdev1 back on the node", || {
-        node.netns
-            .links()
-            .contains(&"tdev1".to_owned())
-            .then_some(())
-    });
+    wait_for_interfaces(&node, &web, 2);
+    assert!(node.netns.links().contains(&"tdev1".to_owned()), "back");
     assert_eq!(recorded(&node, &web, "DEL", "net2")[0]["deviceID"], "tdev1");
     assert_eq!(web.link_names(), ["eth0", "net1"]);
 
