@@ -50,7 +50,7 @@ test: deps
 		$(CARGO) test --workspace; \
 	fi
 
-# The kube tests against a real cluster (README "Tests"): `make test-real-cluster
+# The kube and webhook tests against a real cluster (README "Tests"): `make test-real-cluster
 # KUBECONFIG=~/.kube/config`. nextest's real-cluster profile (.config/nextest.toml) runs them
 # one at a time and skips, as nextest reports, those that need the test API server.
 test-real-cluster: deps

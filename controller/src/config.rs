@@ -108,6 +108,9 @@ pub struct Config {
     /// Multus's cache dir (its `cniDir`, e.g. `/var/lib/cni/multus`): the pods Multus attached
     /// are adopted from it, at start and on DEL. Empty: off.
     pub multus_cache_dir: Option<PathBuf>,
+    /// Running pods follow their networks annotation: selections added to it are attached,
+    /// selections removed from it are detached. Off by default, as in Multus.
+    pub dynamic_networks: bool,
 }
 
 impl Default for Config {
@@ -141,6 +144,7 @@ impl Default for Config {
             device_info_dir: "/var/run/k8s.cni.cncf.io/devinfo".into(),
             dra: true,
             multus_cache_dir: None,
+            dynamic_networks: false,
         }
     }
 }
@@ -318,5 +322,13 @@ mod tests {
             config.multus_cache_dir, None,
             "adopting from Multus is off by default"
         );
+        assert!(!config.dynamic_networks, "hot-plug is opt-in");
+    }
+
+    #[test]
+    fn dynamic_networks_is_a_boolean() {
+        assert!(parse("dynamicNetworks: true\n").unwrap().dynamic_networks);
+        assert!(!parse("dynamicNetworks: false\n").unwrap().dynamic_networks);
+        assert!(parse("dynamicNetworks: sometimes\n").is_err());
     }
 }

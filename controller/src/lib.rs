@@ -22,6 +22,8 @@ pub mod devices;
 pub mod dirwatch;
 /// The most recent failed ADDs, for `plexusd inspect`.
 pub mod failures;
+/// Networks that follow a running pod's annotation: what changes, and when.
+pub mod hotplug;
 /// `plexusd inspect`: the report of what is attached on the node, and its client.
 pub mod inspect;
 /// Files put on the node atomically: the shim in the CNI bin dir, the conflist.

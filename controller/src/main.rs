@@ -17,7 +17,7 @@ use plexus_controller::service::Plexus;
 use plexus_controller::source::Source;
 use plexus_controller::source::files::FilesSource;
 use plexus_controller::source::kube::{self, KubeSource};
-use plexus_controller::{conflist, install, memory, probe, validate, webhook};
+use plexus_controller::{conflist, hotplug, install, memory, probe, validate, webhook};
 
 /// The Plexus node controller: attaches pods to the networks their annotations name.
 #[derive(Parser)]
@@ -186,6 +186,10 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let plexus = Arc::new(Plexus::new(config, source, executor, records)?);
     // Before the socket is served, so the runtime's first DEL or GC already sees them.
     plexus.adopt_from_multus().await;
+    tokio::spawn(hotplug::reconciler::run(
+        Arc::clone(&plexus),
+        Arc::clone(&metrics),
+    ));
     let state = AppState { plexus, metrics };
     tokio::spawn(memory::trim_after_bursts());
 

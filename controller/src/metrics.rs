@@ -41,6 +41,12 @@ struct CacheLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HotplugLabels {
+    network: String,
+    operation: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
 }
@@ -53,6 +59,8 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     records: Gauge,
     cached: Family<CacheLabels, Gauge>,
+    hotplug: Family<HotplugLabels, Counter>,
+    hotplug_failures: Family<HotplugLabels, Counter>,
 }
 
 fn seconds_histogram() -> Histogram {
@@ -72,6 +80,8 @@ impl Default for Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let records = Gauge::default();
         let cached = Family::<CacheLabels, Gauge>::default();
+        let hotplug = Family::<HotplugLabels, Counter>::default();
+        let hotplug_failures = Family::<HotplugLabels, Counter>::default();
         registry.register(
             "cni_request_duration_seconds",
             "Time plexusd took to answer a CNI request",
@@ -98,6 +108,16 @@ impl Default for Metrics {
             cached.clone(),
         );
         registry.register(
+            "hotplug_operations",
+            "Attachments hot-plug added to or removed from running pods, failed ones included",
+            hotplug.clone(),
+        );
+        registry.register(
+            "hotplug_failures",
+            "Hot-plug attachments and removals that failed",
+            hotplug_failures.clone(),
+        );
+        registry.register(
             "build",
             "plexusd's version",
             Info::new(BuildLabels {
@@ -111,6 +131,8 @@ impl Default for Metrics {
             errors,
             records,
             cached,
+            hotplug,
+            hotplug_failures,
         }
     }
 }
@@ -128,6 +150,18 @@ impl Metrics {
 
     pub fn count_error(&self, code: u32, kind: &'static str) {
         self.errors.get_or_create(&ErrorLabels { code, kind }).inc();
+    }
+
+    /// One hot-plug operation (`attach` or `detach`) on `network`, and whether it failed.
+    pub fn count_hotplug(&self, network: &str, operation: &'static str, failed: bool) {
+        let labels = HotplugLabels {
+            network: network.to_owned(),
+            operation,
+        };
+        self.hotplug.get_or_create(&labels).inc();
+        if failed {
+            self.hotplug_failures.get_or_create(&labels).inc();
+        }
     }
 
     fn observe_delegate(&self, labels: &DelegateLabels, started: Instant) {

@@ -28,6 +28,31 @@ pub enum RecordError {
     },
 }
 
+/// Why a pod has an attachment. Only the pod's own selections follow its annotation
+/// (hot-plug); the cluster network and plexusd's default networks stay as ADD made them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Origin {
+    /// The cluster network on the runtime's interface (or the pod's
+    /// `v1.multus-cni.io/default-network`).
+    ClusterNetwork,
+    /// One of plexusd's `defaultNetworks`.
+    DefaultNetwork,
+    /// An entry of the pod's `k8s.v1.cni.cncf.io/networks` annotation.
+    Selection,
+}
+
+/// A hot-plug change written down before its delegate runs, so that after a crash plexusd
+/// knows the attachment is in an unknown state and finishes or undoes the change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Pending {
+    /// Its ADD is about to run or running; until its result is recorded, it may be half made.
+    Attach,
+    /// Its DEL is about to run or running, or failed and is retried.
+    Detach,
+}
+
 /// One delegate of a pod and what its ADD returned.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attachment {
@@ -35,8 +60,14 @@ pub struct Attachment {
     /// The chain's final ADD result in the delegate's version; `None` while only intended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
-    /// When the ADD was made and how long it took, for `plexusd inspect`. Absent in records
-    /// written before Plexus kept it.
+    /// `None` in records written before plexusd recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// A hot-plug change in flight on this attachment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+    /// When the ADD (or hot-plug's attach) was made and how long it took, for
+    /// `plexusd inspect`. Absent in records written before Plexus kept it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attached: Option<Attached>,
 }
@@ -57,6 +88,8 @@ impl Attachment {
         Self {
             delegate,
             result: None,
+            origin: None,
+            pending: None,
             attached: None,
         }
     }
@@ -64,10 +97,19 @@ impl Attachment {
     /// An attachment whose ADD returned `result`.
     pub fn added(delegate: Delegate, result: serde_json::Value) -> Self {
         Self {
-            delegate,
             result: Some(result),
-            attached: None,
+            ..Self::intended(delegate)
         }
+    }
+
+    pub fn with_origin(mut self, origin: Origin) -> Self {
+        self.origin = Some(origin);
+        self
+    }
+
+    pub fn with_pending(mut self, pending: Pending) -> Self {
+        self.pending = Some(pending);
+        self
     }
 
     /// The same attachment, saying when its ADD finished and how long it took.
@@ -87,7 +129,9 @@ pub struct PodRecord {
     pub netns: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod: Option<PodKey>,
-    /// The pod's uid as the runtime (or Multus's cache) gave it, for `plexusd inspect`.
+    /// The pod's uid as the runtime (or Multus's cache) gave it: `plexusd inspect` shows it,
+    /// and hot-plug acts only on a pod of this uid, so a pod recreated under the same name
+    /// never reaches this container. `None` in records from before it was kept.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_uid: Option<String>,
     /// Set when the record was adopted from Multus's cache rather than made by an ADD.
@@ -97,6 +141,10 @@ pub struct PodRecord {
     pub attachments: Vec<Attachment>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub network_status: Vec<NetworkStatus>,
+    /// A DEL started and could not delete everything: the pod is being torn down, and
+    /// hot-plug keeps out of it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleting: bool,
 }
 
 /// Where and when a record was adopted from Multus's per-container cache.
@@ -307,6 +355,7 @@ mod tests {
                 from: PathBuf::from("/var/lib/cni/multus").join(container),
                 at: Timestamp::from_millis(1_700_000_000_000),
             }),
+            deleting: true,
             ..PodRecord::test(
                 container,
                 vec![
@@ -314,6 +363,7 @@ mod tests {
                         cluster,
                         json!({"cniVersion": "1.0.0", "ips": [{"address": "10.244.0.5/24"}], "x-vendor": [1]}),
                     )
+                    .with_origin(Origin::ClusterNetwork)
                     .at(Attached {
                         at: Timestamp::from_millis(1_700_000_000_123),
                         took_us: Some(4321),
@@ -322,11 +372,14 @@ mod tests {
                         secondary,
                         json!({"cniVersion": "0.3.1", "ips": [{"version": "4", "address": "192.168.1.5/24"}]}),
                     )
+                    .with_pending(Pending::Detach)
                     .at(Attached {
                         at: Timestamp::from_millis(1_700_000_000_456),
                         took_us: None,
                     }),
-                    Attachment::intended(intended),
+                    Attachment::intended(intended)
+                        .with_origin(Origin::Selection)
+                        .with_pending(Pending::Attach),
                 ],
             )
         }
@@ -342,6 +395,42 @@ mod tests {
         // And from a store opened later, as after a restart.
         let reopened = RecordStore::open(dir.path()).unwrap();
         assert_eq!(reopened.load(&id("c1")).unwrap(), Some(record));
+    }
+
+    #[test]
+    fn a_record_from_before_hot_plug_loads_with_its_new_fields_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let old = json!({
+            "containerId": "c1",
+            "ifname": "eth0",
+            "netns": "/var/run/netns/c1",
+            "runtimeVersion": "1.0.0",
+            "attachments": [{
+                "delegate": {
+                    "network": "cluster", "isDefault": true, "ifname": "eth0", "version": "1.0.0",
+                    "config": chain("cluster", "1.0.0", &["bridge"]), "cniArgs": "IgnoreUnknown=1"
+                },
+                "result": {"cniVersion": "1.0.0"}
+            }]
+        });
+        fs::write(dir.path().join("c1.json"), old.to_string()).unwrap();
+        let record = store.load(&id("c1")).unwrap().unwrap();
+        assert_eq!(record.pod_uid, None);
+        assert!(!record.deleting);
+        assert_eq!(record.attachments[0].origin, None);
+        assert_eq!(record.attachments[0].pending, None);
+        // And a record without them writes none of them, so older plexusd versions read it.
+        let written = serde_json::to_value(&record).unwrap();
+        for key in ["podUid", "deleting"] {
+            assert!(written.get(key).is_none(), "{key} in {written}");
+        }
+        for key in ["origin", "pending"] {
+            assert!(
+                written["attachments"][0].get(key).is_none(),
+                "{key} in {written}"
+            );
+        }
     }
 
     #[test]

@@ -196,21 +196,38 @@ pub fn plan(
     delegates.push(cluster_delegate(cluster, pod));
     for (selection, network) in secondaries {
         let ifname = interfaces.assign(&network.label, selection.interface.as_ref())?;
-        let runtime_config = requested_runtime_config(&selection, &network.label, &network.config)?;
-        delegates.push(Delegate {
-            cni_args: with_selection_args(pod.cni_args, selection.cni_args.as_ref()),
-            network: network.label,
-            is_default: false,
+        delegates.push(secondary_delegate(
+            selection,
+            network,
             ifname,
-            version: network.version,
-            config: network.raw,
-            runtime_config,
-            args_cni: selection.cni_args,
-            default_route: selection.default_route,
-            device: None,
-        });
+            pod.cni_args,
+        )?);
     }
     Ok(delegates)
+}
+
+/// The delegate of one selection on `ifname`, with the pod's CNI_ARGS (`pod_cni_args`, as the
+/// cluster network got them): the same at ADD and when a running pod gains the selection.
+/// Its device, if the network takes one, is given later (`devices::assign`).
+pub fn secondary_delegate(
+    selection: Selection,
+    network: Network,
+    ifname: IfName,
+    pod_cni_args: &str,
+) -> Result<Delegate, ResolveError> {
+    let runtime_config = requested_runtime_config(&selection, &network.label, &network.config)?;
+    Ok(Delegate {
+        cni_args: with_selection_args(pod_cni_args, selection.cni_args.as_ref()),
+        network: network.label,
+        is_default: false,
+        ifname,
+        version: network.version,
+        config: network.raw,
+        runtime_config,
+        args_cni: selection.cni_args,
+        default_route: selection.default_route,
+        device: None,
+    })
 }
 
 /// Hands out the pod's interface names in attachment order: the runtime's for the cluster

@@ -2,8 +2,8 @@
 //! (like youki's `TestHelperSyscall`), so ordering and rollback are tested without root or real
 //! plugins; and builders for the objects those tests need.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use serde_json::{Map, Value, json};
@@ -11,9 +11,15 @@ use serde_json::{Map, Value, json};
 use crate::cni::result::{Interface, IpConfig};
 use crate::cni::version::pick_config_version;
 use crate::cni::{CniError, CniResult, CniVersion, Command, DelegateCall, ExecError, Executor};
-use crate::names::{ContainerId, IfName};
+use plexus_crds::NetworkAttachmentDefinition;
+
+use crate::names::{ContainerId, IfName, Namespace, ObjectName, PodKey};
 use crate::records::{Attachment, PodRecord};
 use crate::resolve::{Delegate, Network, Unversioned};
+use crate::selection::NETWORKS_ANNOTATION;
+use crate::source::files::FilesSource;
+use crate::source::{PodEvent, PodInfo, Readiness, Source, SourceError};
+use crate::status::NetworkStatus;
 
 /// How a scripted plugin answers one command.
 #[derive(Debug, Clone)]
@@ -327,6 +333,7 @@ impl PodRecord {
             runtime_version: CniVersion::V1_1_0,
             attachments,
             network_status: Vec::new(),
+            deleting: false,
         }
     }
 }
@@ -344,4 +351,136 @@ pub fn dir_entries(dir: &std::path::Path) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// A [`Source`] the test fills by hand: a [`FilesSource`] over a temp dir of manifests, which
+/// keeps what Plexus tells pods (network-status and events) for the test to look at.
+pub struct TestSource {
+    dir: tempfile::TempDir,
+    files: Arc<FilesSource>,
+    statuses: Mutex<Vec<Vec<NetworkStatus>>>,
+    events: Mutex<Vec<PodEvent>>,
+}
+
+fn locked<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Default for TestSource {
+    fn default() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let files = FilesSource::load(dir.path());
+        Self {
+            dir,
+            files,
+            statuses: Mutex::default(),
+            events: Mutex::default(),
+        }
+    }
+}
+
+impl TestSource {
+    fn write(&self, file: &str, manifest: Value) {
+        std::fs::write(self.dir.path().join(file), manifest.to_string()).expect("write manifest");
+        self.files.reload();
+    }
+
+    /// Pod `namespace/name` with uid `uid` and this networks annotation (none if empty).
+    pub fn set_pod(&self, namespace: &str, name: &str, uid: &str, networks: &str) {
+        let annotations = [(NETWORKS_ANNOTATION, networks)];
+        let given = if networks.is_empty() {
+            &[][..]
+        } else {
+            &annotations[..]
+        };
+        self.set_pod_with(namespace, name, uid, given);
+    }
+
+    /// Pod `namespace/name` with uid `uid` and these annotations.
+    pub fn set_pod_with(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        annotations: &[(&str, &str)],
+    ) {
+        let annotations: BTreeMap<&str, &str> = annotations.iter().copied().collect();
+        let metadata =
+            json!({"name": name, "namespace": namespace, "uid": uid, "annotations": annotations});
+        self.write(
+            &format!("pod-{namespace}-{name}.json"),
+            json!({"kind": "Pod", "metadata": metadata}),
+        );
+    }
+
+    /// The pod as the source answers for it.
+    pub async fn pod_info(&self, namespace: &str, name: &str) -> Arc<PodInfo> {
+        let key = PodKey {
+            namespace: Namespace::parse(namespace).expect("test namespace"),
+            name: ObjectName::parse(name).expect("test pod name"),
+        };
+        self.files
+            .pod(&key, None)
+            .await
+            .ok()
+            .flatten()
+            .expect("a pod the test set")
+    }
+
+    /// NAD `namespace/name` with `config` inline.
+    pub fn set_nad(&self, namespace: &str, name: &str, config: &Value) {
+        let manifest = json!({
+            "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"config": config.to_string()},
+        });
+        self.write(&format!("nad-{namespace}-{name}.json"), manifest);
+    }
+
+    /// Every network-status published, oldest first.
+    pub fn statuses(&self) -> Vec<Vec<NetworkStatus>> {
+        locked(&self.statuses).clone()
+    }
+
+    /// Every event published, oldest first.
+    pub fn events(&self) -> Vec<PodEvent> {
+        locked(&self.events).clone()
+    }
+}
+
+impl Source for TestSource {
+    fn pod<'a>(
+        &'a self,
+        key: &'a PodKey,
+        uid: Option<&'a str>,
+    ) -> BoxFuture<'a, Result<Option<Arc<PodInfo>>, SourceError>> {
+        self.files.pod(key, uid)
+    }
+
+    fn nad<'a>(
+        &'a self,
+        namespace: &'a Namespace,
+        name: &'a ObjectName,
+    ) -> BoxFuture<'a, Result<Option<Arc<NetworkAttachmentDefinition>>, SourceError>> {
+        self.files.nad(namespace, name)
+    }
+
+    fn readiness(&self) -> Readiness {
+        self.files.readiness()
+    }
+
+    fn publish_status(
+        self: Arc<Self>,
+        _pod: &PodKey,
+        _uid: Option<&str>,
+        status: &[NetworkStatus],
+    ) {
+        locked(&self.statuses).push(status.to_vec());
+    }
+
+    fn publish_event(self: Arc<Self>, _pod: &PodKey, _uid: Option<&str>, event: PodEvent) {
+        locked(&self.events).push(event);
+    }
 }

@@ -328,6 +328,7 @@ fn the_config_map_holds_the_cluster_config_for_plexusd() {
         "podResourcesTimeoutSeconds": 3,
         "deviceInfoDir": "/var/run/k8s.cni.cncf.io/devinfo",
         "dra": true,
+        "dynamicNetworks": false,
         "logFormat": "json",
         "multusCacheDir": "/var/lib/cni/multus",
     });

@@ -699,6 +699,18 @@ impl Node {
         found
     }
 
+    /// The addresses host-local has handed out, bare and sorted, whatever their network.
+    pub fn allocated_addresses(&self) -> Vec<String> {
+        let mut found: Vec<String> = self
+            .ipam_allocations()
+            .iter()
+            .filter_map(|a| a.rsplit('/').next())
+            .map(str::to_owned)
+            .collect();
+        found.sort();
+        found
+    }
+
     /// Record files in the store (not the marks of pods adopted from Multus, in `adopted/`).
     pub fn records(&self) -> Vec<String> {
         let mut found: Vec<String> = std::fs::read_dir(self.records_dir())

@@ -13,7 +13,7 @@ use crate::clock::Timestamp;
 use crate::cni::CniResult;
 use crate::failures::Failure;
 use crate::names::{ContainerId, IfName, NameError, PodKey};
-use crate::records::{Attachment, PodRecord};
+use crate::records::{Attachment, Pending, PodRecord};
 
 /// Everything `GET /v1/inspect` answers.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -81,6 +81,9 @@ pub struct AttachmentView {
     pub attached_at: Option<Timestamp>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub took_us: Option<u64>,
+    /// A hot-plug change in flight, or a detach that failed and is retried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
 }
 
 /// Which containers a report covers: `?pod=NS/NAME` and `?container=ID` narrow it.
@@ -259,6 +262,7 @@ fn attachment_view(attachment: &Attachment) -> AttachmentView {
         attached: attachment.result.is_some(),
         attached_at: attachment.attached.map(|a| a.at),
         took_us: attachment.attached.and_then(|a| a.took_us),
+        pending: attachment.pending,
     }
 }
 

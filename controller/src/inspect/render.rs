@@ -6,6 +6,7 @@ use std::time::Duration;
 use super::{AttachmentView, ContainerState, ContainerView, Report};
 use crate::clock::{Timestamp, human_duration};
 use crate::failures::Failure;
+use crate::records::Pending;
 
 /// How much to print.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,7 +105,13 @@ fn table(attachments: &[AttachmentView], detail: Detail, now: Timestamp) -> Stri
         if detail == Detail::Wide {
             row.push(a.cni_version.clone());
             row.push(if a.default { "yes" } else { "no" }.to_owned());
-            row.push(if a.attached { "attached" } else { "intended" }.to_owned());
+            let state = match (a.pending, a.attached) {
+                (Some(Pending::Attach), _) => "attaching",
+                (Some(Pending::Detach), _) => "detaching",
+                (None, true) => "attached",
+                (None, false) => "intended",
+            };
+            row.push(state.to_owned());
         }
         rows.push(row);
     }
@@ -190,6 +197,7 @@ mod tests {
                     attached: true,
                     attached_at: Some(Timestamp::from_millis(60_000)),
                     took_us: Some(3_250),
+                    pending: None,
                 },
                 AttachmentView {
                     network: "tenant/east".into(),
@@ -202,6 +210,7 @@ mod tests {
                     attached: false,
                     attached_at: None,
                     took_us: None,
+                    pending: None,
                 },
             ],
             last_error: None,
@@ -264,6 +273,16 @@ tenant/web  uid uid-1  container 0123456789abc  netns /run/netns/web
             text.ends_with("problem: record /r/x.json is unreadable\n"),
             "{text}"
         );
+
+        let mut leaving = view();
+        leaving.attachments[1].attached = true;
+        leaving.attachments[1].pending = Some(Pending::Detach);
+        let report = Report {
+            containers: vec![leaving],
+            problems: vec![],
+        };
+        let leaving = super::text(&report, Detail::Wide, Timestamp::from_millis(120_000));
+        assert!(leaving.contains("0.3.1  no       detaching"), "{leaving}");
     }
 
     #[test]

@@ -19,6 +19,7 @@ use crate::netlink;
 use crate::records::{Attachment, PodRecord, RecordError};
 use crate::request::CniRequest;
 use crate::resolve::Delegate;
+use crate::service::Recorded;
 use crate::source::{PodEvent, PodInfo};
 use crate::status::{self, NetworkStatus};
 
@@ -44,7 +45,7 @@ impl Plexus {
         let pod = self.pod_info(pod_key.as_ref(), runtime_uid).await?;
         let uid = runtime_uid.or_else(|| pod.as_ref().and_then(|p| p.uid.as_deref()));
         let outcome = self
-            .attach_pod(request, id, ifname, pod_key.as_ref(), pod.as_deref())
+            .attach_pod(request, id, ifname, pod_key.as_ref(), pod.as_deref(), uid)
             .await;
         if let Some(key) = &pod_key {
             match &outcome {
@@ -73,11 +74,20 @@ impl Plexus {
         gc: tokio::sync::OwnedRwLockReadGuard<()>,
     ) {
         let records = self.records.clone();
+        let recorded = self.recorded.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(error) = records.save(&record) {
                 tracing::error!(container = %record.container_id, %error, "the ADD's results were not recorded; DEL and GC still work from its intent");
             }
             drop((container, gc));
+            // Hot-plug compares this record with the pod's annotation now: the annotation may
+            // have changed while the ADD ran. Nobody listening is fine.
+            if let Some(pod) = record.pod {
+                let _ = recorded.send(Recorded {
+                    pod,
+                    container: record.container_id,
+                });
+            }
         });
     }
 
@@ -88,23 +98,25 @@ impl Plexus {
         ifname: &IfName,
         pod_key: Option<&PodKey>,
         pod: Option<&PodInfo>,
+        uid: Option<&str>,
     ) -> Result<(Vec<u8>, PodRecord)> {
         let delegates = self.resolve(request, ifname, pod_key, pod).await?;
-        let runtime_uid = request.args.get("K8S_POD_UID").map(str::to_owned);
         let mut record = PodRecord {
             container_id: id.clone(),
             ifname: ifname.clone(),
             netns: request.netns.clone(),
             pod: pod_key.cloned(),
-            pod_uid: runtime_uid.or_else(|| pod.and_then(|p| p.uid.clone())),
+            pod_uid: uid.map(str::to_owned),
             adopted: None,
             runtime_version: request.conf.cni_version,
             attachments: delegates
                 .iter()
                 .cloned()
-                .map(Attachment::intended)
+                .enumerate()
+                .map(|(i, d)| Attachment::intended(d).with_origin(self.origin_at(i)))
                 .collect(),
             network_status: Vec::new(),
+            deleting: false,
         };
         self.offer_device_info(&delegates);
         let target = Target {
@@ -169,17 +181,32 @@ impl Plexus {
 
     fn tell_pod_attached(&self, pod: &PodKey, uid: Option<&str>, statuses: &[NetworkStatus]) {
         Arc::clone(&self.source).publish_status(pod, uid, statuses);
-        for status in statuses {
+        self.tell_pod_interfaces(pod, uid, statuses, &[]);
+    }
+
+    /// An event per interface that came (`AddedInterface`) and went (`RemovedInterface`).
+    pub(super) fn tell_pod_interfaces(
+        &self,
+        pod: &PodKey,
+        uid: Option<&str>,
+        added: &[NetworkStatus],
+        removed: &[NetworkStatus],
+    ) {
+        let changes = removed
+            .iter()
+            .map(|s| ("Remove", "RemovedInterface", "Detach", s))
+            .chain(added.iter().map(|s| ("Add", "AddedInterface", "Attach", s)));
+        for (verb, reason, action, status) in changes {
             let message = format!(
-                "Add {} [{}] from {}",
+                "{verb} {} [{}] from {}",
                 status.interface.as_deref().unwrap_or("-"),
                 status.ips.join(","),
                 status.name
             );
             let event = PodEvent {
                 warning: false,
-                reason: "AddedInterface",
-                action: "Attach",
+                reason,
+                action,
                 message,
             };
             Arc::clone(&self.source).publish_event(pod, uid, event);
@@ -206,12 +233,24 @@ impl Plexus {
     }
 
     fn tell_pod_failed(&self, pod: &PodKey, uid: Option<&str>, error: &Error) {
-        let message = error.to_string();
+        self.tell_pod_warning(pod, uid, "NetworkAttachFailed", "Attach", error);
+    }
+
+    /// A Warning event on the pod: `reason` says what failed, the message names the network
+    /// and the cause.
+    pub(super) fn tell_pod_warning(
+        &self,
+        pod: &PodKey,
+        uid: Option<&str>,
+        reason: &'static str,
+        action: &'static str,
+        error: &Error,
+    ) {
         let event = PodEvent {
             warning: true,
-            reason: "NetworkAttachFailed",
-            action: "Attach",
-            message,
+            reason,
+            action,
+            message: error.to_string(),
         };
         Arc::clone(&self.source).publish_event(pod, uid, event);
     }
@@ -228,7 +267,7 @@ impl Plexus {
 
     /// Runs the delegates and moves the default route. On failure everything is rolled back,
     /// and what the rollback could not remove comes back with the error.
-    async fn attach_and_route(
+    pub(super) async fn attach_and_route(
         &self,
         exec: &dyn Executor,
         delegates: &[Delegate],
@@ -321,18 +360,7 @@ impl Plexus {
         let mut statuses = Vec::with_capacity(results.len());
         for (delegate, result) in delegates.iter().zip(results) {
             let result = parse_result(delegate, result)?;
-            let moved = delegate
-                .default_route
-                .as_ref()
-                .map(|_| delegate_gateways(delegate, &result));
-            let mut entry = status::status_entry(
-                &delegate.network,
-                delegate.is_default,
-                Some(&result),
-                moved.as_deref(),
-            );
-            entry.device_info = delegate.device.as_ref().and_then(devinfo::collect);
-            statuses.push(entry);
+            statuses.push(status_of(delegate, &result));
             parsed.push(result);
         }
         let prev = match &request.conf.prev_result {
@@ -361,7 +389,23 @@ impl Plexus {
     }
 }
 
-fn parse_result(delegate: &Delegate, result: &Value) -> Result<CniResult> {
+/// The network-status entry of a delegate whose ADD returned `result`.
+pub(super) fn status_of(delegate: &Delegate, result: &CniResult) -> NetworkStatus {
+    let moved = delegate
+        .default_route
+        .as_ref()
+        .map(|_| delegate_gateways(delegate, result));
+    let mut entry = status::status_entry(
+        &delegate.network,
+        delegate.is_default,
+        Some(result),
+        moved.as_deref(),
+    );
+    entry.device_info = delegate.device.as_ref().and_then(devinfo::collect);
+    entry
+}
+
+pub(super) fn parse_result(delegate: &Delegate, result: &Value) -> Result<CniResult> {
     CniResult::parse(result.to_string().as_bytes(), delegate.version)
         .map(|(r, _)| r)
         .map_err(|e| {

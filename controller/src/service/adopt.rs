@@ -18,7 +18,7 @@ use crate::clock::Timestamp;
 use crate::cni::{CniResult, CniVersion};
 use crate::multus::{CachedDelegate, CachedPod, MultusCache, MultusError};
 use crate::names::{ContainerId, IfName};
-use crate::records::{Adoption, Attached, Attachment, PodRecord, RecordError};
+use crate::records::{Adoption, Attached, Attachment, Origin, PodRecord, RecordError};
 use crate::request::{CniArgs, CniRequest};
 use crate::resolve::{self, Delegate, Unversioned};
 use crate::status::{self, NetworkStatus};
@@ -210,6 +210,10 @@ impl Plexus {
             attachments.push(Attachment {
                 delegate,
                 result,
+                // Multus's cache does not say which delegates came from its defaultNetworks:
+                // hot-plug tells them apart by plexusd's own `defaultNetworks`.
+                origin: (position == 0).then_some(Origin::ClusterNetwork),
+                pending: None,
                 attached: Some(attached),
             });
         }
@@ -234,6 +238,7 @@ impl Plexus {
             runtime_version,
             attachments,
             network_status: statuses,
+            deleting: false,
         })
     }
 

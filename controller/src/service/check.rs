@@ -19,7 +19,9 @@ impl Plexus {
             container_id: id.as_str(),
             netns: &request.netns,
         };
-        for attachment in &record.attachments {
+        // An attachment hot-plug is still adding or removing is not part of the pod yet (or
+        // any more); everything else is checked, hot-plugged attachments included.
+        for attachment in record.attachments.iter().filter(|a| a.pending.is_none()) {
             let result = attachment
                 .result
                 .as_ref()

@@ -84,6 +84,7 @@ impl Plexus {
             self.records.remove(&record.container_id)?;
             return Ok(());
         }
+        record.deleting = true;
         self.records.save(&record)?;
         Err(Error::Detach(failures))
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::{Plexus, Result};
 use crate::cni::CniResult;
 use crate::devices::claims::{ClaimRef, DeviceNetworkData};
-use crate::devices::{self, DeviceSource, Need, PodDevices, devinfo};
+use crate::devices::{self, Device, DeviceSource, Need, PodDevices, devinfo};
 use crate::names::{ContainerId, PodKey};
 use crate::records::Attachment;
 use crate::resolve::{Delegate, Network};
@@ -54,22 +54,69 @@ impl Plexus {
         if !needs.iter().any(Need::wants_device) {
             return Ok(());
         }
+        let chosen = self.choose_devices(needs, pod_key, pod).await?;
+        for (delegate, device) in delegates.iter_mut().zip(chosen) {
+            if let Some(device) = device {
+                self.hand_device(container, delegate, device);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hot-plug: gives a new attachment its device, if its network asks for one, among those
+    /// of the pod's devices that the attachments in `taken` do not hold. They are asked for
+    /// as devices named outright, so they count as taken exactly as a `device-id` does.
+    pub(super) async fn give_device_besides(
+        &self,
+        container: &ContainerId,
+        taken: &[&Device],
+        delegate: &mut Delegate,
+        need: Need,
+        pod: &PodInfo,
+    ) -> Result<()> {
+        if !need.wants_device() {
+            return Ok(());
+        }
+        let mut needs: Vec<Need> = taken
+            .iter()
+            .map(|device| Need {
+                network: String::new(),
+                resource: device.resource.clone(),
+                explicit: Some(device.id.clone()),
+                claim: None,
+            })
+            .collect();
+        needs.push(need);
+        let chosen = self
+            .choose_devices(&needs, Some(&pod.key), Some(pod))
+            .await?;
+        if let Some(Some(device)) = chosen.into_iter().next_back() {
+            self.hand_device(container, delegate, device);
+        }
+        Ok(())
+    }
+
+    async fn choose_devices(
+        &self,
+        needs: &[Need],
+        pod_key: Option<&PodKey>,
+        pod: Option<&PodInfo>,
+    ) -> Result<Vec<Option<Device>>> {
         let scope = PodDevices {
             pod: pod_key,
             claims: pod.map(|p| p.claims.as_slice()).unwrap_or_default(),
             catalog: self.source.claims(),
             kubelet: &self.kubelet,
         };
-        let chosen = devices::assign(&scope, needs).await?;
-        for (delegate, device) in delegates.iter_mut().zip(chosen) {
-            let Some(device) = device else { continue };
-            tracing::info!(network = %delegate.network, ifname = %delegate.ifname, device = %device.id, "device chosen");
-            let file = self
-                .devinfo
-                .attachment_file(&delegate.network, container, &delegate.ifname);
-            devices::give(delegate, device, Some(file));
-        }
-        Ok(())
+        Ok(devices::assign(&scope, needs).await?)
+    }
+
+    fn hand_device(&self, container: &ContainerId, delegate: &mut Delegate, device: Device) {
+        tracing::info!(network = %delegate.network, ifname = %delegate.ifname, device = %device.id, "device chosen");
+        let file = self
+            .devinfo
+            .attachment_file(&delegate.network, container, &delegate.ifname);
+        devices::give(delegate, device, Some(file));
     }
 
     /// Before the delegates run: the device plugins' device-info, copied for each attachment.

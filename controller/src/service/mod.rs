@@ -8,12 +8,14 @@ mod check;
 mod del;
 mod devices;
 mod gc;
+mod hotplug;
 mod inspect;
 mod networks;
 
 use std::sync::Arc;
 
 pub use adopt::{AdoptError, Adopted};
+pub use hotplug::{Followed, HotplugFailure, Operation, PodChanges};
 
 use crate::attach::{AttachError, DetachFailure};
 use crate::cni::{CniError, Executor, code};
@@ -24,7 +26,7 @@ use crate::devices::devinfo::DeviceInfoDir;
 use crate::devices::podresources::PodResources;
 use crate::failures::RecentFailures;
 use crate::locks::ContainerLocks;
-use crate::names::{ContainerId, IfName, NameError, Namespace, NetworkRef};
+use crate::names::{ContainerId, IfName, NameError, Namespace, NetworkRef, PodKey};
 use crate::netlink::NetlinkError;
 use crate::records::{RecordError, RecordStore};
 use crate::request::CniRequest;
@@ -169,6 +171,17 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// A container whose ADD has just been recorded, for hot-plug to compare with its pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    pub pod: PodKey,
+    pub container: ContainerId,
+}
+
+/// How many ADD notifications may wait for hot-plug; a listener that falls further behind
+/// is told so and looks at every record again.
+const RECORDED_BACKLOG: usize = 1024;
+
 /// Everything a CNI command needs, shared by all requests.
 pub struct Plexus {
     config: Config,
@@ -182,6 +195,8 @@ pub struct Plexus {
     locks: ContainerLocks,
     /// GC excludes ADD and DEL (CNI §3 Lifecycle, exception): they hold it shared, GC alone.
     gc_gate: Arc<tokio::sync::RwLock<()>>,
+    /// Every ADD that recorded a pod's container, once its record is written.
+    recorded: tokio::sync::broadcast::Sender<Recorded>,
     /// The last failed ADDs, for `plexusd inspect`.
     failures: RecentFailures,
 }
@@ -209,6 +224,7 @@ impl Plexus {
             devinfo,
             locks: ContainerLocks::default(),
             gc_gate: Default::default(),
+            recorded: tokio::sync::broadcast::Sender::new(RECORDED_BACKLOG),
             failures: RecentFailures::default(),
         })
     }
@@ -219,6 +235,24 @@ impl Plexus {
 
     pub fn source(&self) -> &dyn Source {
         self.source.as_ref()
+    }
+
+    /// The containers recorded by ADD from now on.
+    pub fn subscribe_recorded(&self) -> tokio::sync::broadcast::Receiver<Recorded> {
+        self.recorded.subscribe()
+    }
+
+    /// Every container with a record, and its pod when the runtime named one. Unreadable
+    /// records are logged and left to DEL and GC.
+    pub fn recorded_containers(&self) -> Result<Vec<(ContainerId, Option<PodKey>)>> {
+        let mut found = Vec::new();
+        for record in self.records.list()? {
+            match record {
+                Ok(record) => found.push((record.container_id, record.pod)),
+                Err(error) => tracing::warn!(%error, "record skipped"),
+            }
+        }
+        Ok(found)
     }
 
     fn attachment_of(request: &CniRequest) -> Result<(&ContainerId, &IfName)> {

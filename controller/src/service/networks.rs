@@ -6,6 +6,7 @@ use super::{Asking, Error, FALLBACK_NAMESPACE, Plexus, Result};
 use crate::confdir::{self, ConfDirError};
 use crate::devices::RESOURCE_NAME_ANNOTATION;
 use crate::names::{IfName, Namespace, NetworkRef, ObjectName, PodKey};
+use crate::records::Origin;
 use crate::request::CniRequest;
 use crate::resolve::{self, Delegate, Network, PodContext, Unversioned};
 use crate::selection::{self, NETWORKS_ANNOTATION, Selection};
@@ -59,9 +60,7 @@ impl Plexus {
             secondaries.push((Selection::new(network.clone()), resolved));
         }
         for selection in self.selections(pod, &pod_label)? {
-            let (nad_namespace, name) = selection.network.in_namespace(&namespace);
-            self.check_isolation(asking, &nad_namespace, &name)?;
-            let resolved = self.nad_network(&nad_namespace, &name, asking).await?;
+            let resolved = self.selection_network(&selection, asking).await?;
             secondaries.push((selection, resolved));
         }
         let cni_args =
@@ -80,7 +79,34 @@ impl Plexus {
         Ok(delegates)
     }
 
-    fn selections(&self, pod: Option<&PodInfo>, pod_label: &str) -> Result<Vec<Selection>> {
+    /// Why the delegate at `index` of [`Plexus::resolve`]'s answer is there: the cluster
+    /// network comes first, then plexusd's default networks, then the pod's selections.
+    pub(super) fn origin_at(&self, index: usize) -> Origin {
+        match index {
+            0 => Origin::ClusterNetwork,
+            i if i <= self.default_networks.len() => Origin::DefaultNetwork,
+            _ => Origin::Selection,
+        }
+    }
+
+    /// The network a pod's selection names (in the pod's namespace when it names none),
+    /// under the namespace isolation rules.
+    pub(super) async fn selection_network(
+        &self,
+        selection: &Selection,
+        asking: Asking<'_>,
+    ) -> Result<Network> {
+        let (nad_namespace, name) = selection.network.in_namespace(asking.namespace);
+        self.check_isolation(asking, &nad_namespace, &name)?;
+        self.nad_network(&nad_namespace, &name, asking).await
+    }
+
+    /// The selections of the pod's networks annotation; none without the annotation.
+    pub(super) fn selections(
+        &self,
+        pod: Option<&PodInfo>,
+        pod_label: &str,
+    ) -> Result<Vec<Selection>> {
         let Some(annotation) = pod.and_then(|p| p.annotation(NETWORKS_ANNOTATION)) else {
             return Ok(Vec::new());
         };

@@ -32,6 +32,7 @@ struct Catalog {
 pub struct FilesSource {
     dir: PathBuf,
     catalog: RwLock<Arc<Catalog>>,
+    pod_updates: tokio::sync::broadcast::Sender<PodKey>,
 }
 
 impl FilesSource {
@@ -42,6 +43,7 @@ impl FilesSource {
         Arc::new(Self {
             dir,
             catalog: RwLock::new(catalog),
+            pod_updates: tokio::sync::broadcast::Sender::new(super::POD_UPDATES_BACKLOG),
         })
     }
 
@@ -55,8 +57,13 @@ impl FilesSource {
             problems = catalog.problems.len(),
             "manifests loaded"
         );
-        if let Ok(mut current) = self.catalog.write() {
-            *current = catalog;
+        let previous = match self.catalog.write() {
+            Ok(mut current) => std::mem::replace(&mut *current, Arc::clone(&catalog)),
+            Err(_) => return,
+        };
+        // Told after the swap, so a listener that looks the pod up sees the new manifest.
+        for key in changed_pods(&previous, &catalog) {
+            let _ = self.pod_updates.send(key);
         }
     }
 
@@ -108,6 +115,10 @@ impl Source for FilesSource {
         Box::pin(async move { Ok(found) })
     }
 
+    fn pod_updates(&self) -> Option<tokio::sync::broadcast::Receiver<PodKey>> {
+        Some(self.pod_updates.subscribe())
+    }
+
     fn readiness(&self) -> Readiness {
         let catalog = self.snapshot();
         Readiness {
@@ -117,6 +128,17 @@ impl Source for FilesSource {
             problems: catalog.problems.clone(),
         }
     }
+}
+
+/// The pods whose manifest appeared, went, or says something else now.
+fn changed_pods(old: &Catalog, new: &Catalog) -> Vec<PodKey> {
+    let gone = old.pods.keys().filter(|k| !new.pods.contains_key(k));
+    let changed = new
+        .pods
+        .iter()
+        .filter(|(k, pod)| old.pods.get(*k) != Some(*pod))
+        .map(|(k, _)| k);
+    changed.chain(gone).cloned().collect()
 }
 
 fn read_catalog(dir: &Path) -> Catalog {
@@ -431,6 +453,44 @@ spec:
             problems
                 .iter()
                 .any(|p| p.contains("bad-name.yaml") && p.contains("Bad_Name"))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reload_tells_which_pods_changed_and_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let pod = |name: &str, networks: &str| {
+            format!(
+                "kind: Pod\nmetadata: {{name: {name}, namespace: tenant, uid: u-{name}, annotations: {{k8s.v1.cni.cncf.io/networks: \"{networks}\"}}}}\n---\n"
+            )
+        };
+        let write = |text: String| std::fs::write(dir.path().join("pods.yaml"), text).unwrap();
+        write(pod("web", "a") + &pod("db", "a") + &pod("cache", "a"));
+        let source = FilesSource::load(dir.path());
+        let mut updates = source.pod_updates().unwrap();
+
+        // web changes its annotation, cache goes, queue comes; db stays as it was.
+        write(pod("web", "a,b") + &pod("db", "a") + &pod("queue", "a"));
+        source.reload();
+        let mut told = Vec::new();
+        while let Ok(key) = updates.try_recv() {
+            told.push(key.to_string());
+        }
+        told.sort();
+        assert_eq!(told, ["tenant/cache", "tenant/queue", "tenant/web"]);
+        // By the time a listener hears of web, the source answers with the new annotation.
+        let (namespace, name) = key("tenant", "web");
+        let web = source
+            .pod(&PodKey { namespace, name }, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(web.annotation("k8s.v1.cni.cncf.io/networks"), Some("a,b"));
+
+        source.reload();
+        assert!(
+            updates.try_recv().is_err(),
+            "a reload without changes tells nothing"
         );
     }
 

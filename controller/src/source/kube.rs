@@ -12,9 +12,8 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, PodSpec, PodStatus};
+use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource};
@@ -22,6 +21,7 @@ use plexus_crds::NetworkAttachmentDefinition;
 
 use super::claim_status::ClaimStatusWriter;
 use super::dra::Dra;
+use super::events::EventWriter;
 use super::writes::{Bounded, LatestWins, Outcome, WriteFn};
 use super::{PodEvent, PodInfo, Readiness, Source, SourceError};
 use crate::devices::claims::{ClaimCatalog, ClaimRef, DeviceNetworkData, PodClaim};
@@ -42,10 +42,12 @@ pub struct KubeSource {
     nads: Store<NetworkAttachmentDefinition>,
     pods: Store<Pod>,
     health: Arc<Health>,
-    recorder: Recorder,
+    events: Arc<EventWriter>,
     /// One status patch per pod in flight, the latest one (`writes`).
     status_writes: LatestWins<PodKey, StatusWrite>,
     event_writes: Bounded,
+    /// Every pod the watch brings, once the cache holds its new state.
+    pod_updates: tokio::sync::broadcast::Sender<PodKey>,
     /// ResourceClaims and ResourceSlices, when DRA is on.
     dra: Option<Arc<Dra>>,
     claim_status: Arc<ClaimStatusWriter>,
@@ -88,7 +90,10 @@ impl KubeSource {
             "nads",
             Arc::clone(&health),
             |nad: &mut NetworkAttachmentDefinition| nad.metadata.managed_fields = None,
+            |_| {},
         );
+        let pod_updates = tokio::sync::broadcast::Sender::new(super::POD_UPDATES_BACKLOG);
+        let updates = pod_updates.clone();
         // Only this node's pods: memory stays flat however many pods the cluster runs.
         let pods = spawn_reflector(
             Api::<Pod>::all(client.clone()),
@@ -96,12 +101,13 @@ impl KubeSource {
             "pods",
             Arc::clone(&health),
             strip_pod,
+            move |event| {
+                if let Some(key) = changed_pod(event) {
+                    let _ = updates.send(key);
+                }
+            },
         );
-        let reporter = Reporter {
-            controller: "plexus".into(),
-            instance: Some(node_name.to_owned()),
-        };
-        let recorder = Recorder::new(client.clone(), reporter);
+        let events = EventWriter::new(client.clone(), "plexus", node_name);
         let dra = dra.then(|| Dra::start(client.clone(), node_name, Arc::clone(&health)));
         let claim_status = Arc::new(ClaimStatusWriter::new(client.clone()));
         let status_writes = LatestWins::start(STATUS_WRITERS, status_writer(client.clone()));
@@ -110,9 +116,10 @@ impl KubeSource {
             nads,
             pods,
             health,
-            recorder,
+            events: Arc::new(events),
             status_writes,
             event_writes: Bounded::start(EVENT_WRITERS, EVENT_QUEUE),
+            pod_updates,
             dra,
             claim_status,
         });
@@ -234,12 +241,24 @@ fn pod_claims(pod: &Pod) -> Vec<PodClaim> {
         .collect()
 }
 
+/// The pod a watch event is about; a relist brings every pod again, so nothing changed
+/// while the watch was down goes unnoticed.
+fn changed_pod(event: &watcher::Event<Pod>) -> Option<PodKey> {
+    match event {
+        watcher::Event::Apply(pod)
+        | watcher::Event::InitApply(pod)
+        | watcher::Event::Delete(pod) => pod_key(pod),
+        watcher::Event::Init | watcher::Event::InitDone => None,
+    }
+}
+
 fn spawn_reflector<K>(
     api: Api<K>,
     config: watcher::Config,
     name: &'static str,
     health: Arc<Health>,
     strip: fn(&mut K),
+    on_event: impl Fn(&watcher::Event<K>) + Send + 'static,
 ) -> Store<K>
 where
     K: Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + Sync + 'static,
@@ -250,7 +269,9 @@ where
     let stream = watcher(api, config)
         .default_backoff()
         .modify(strip)
-        .reflect(writer);
+        .reflect(writer)
+        // After `reflect`: the store holds the event's object by the time it is told.
+        .inspect_ok(move |event| on_event(event));
     follow(stream, probe);
     reader
 }
@@ -344,11 +365,15 @@ fn probe_params(config: &watcher::Config) -> ListParams {
     params
 }
 
-fn pod_info(pod: &Pod) -> Option<PodInfo> {
+fn pod_key(pod: &Pod) -> Option<PodKey> {
     let namespace = Namespace::parse(pod.metadata.namespace.as_deref()?).ok()?;
     let name = ObjectName::parse(pod.metadata.name.as_deref()?).ok()?;
+    Some(PodKey { namespace, name })
+}
+
+fn pod_info(pod: &Pod) -> Option<PodInfo> {
     Some(PodInfo {
-        key: PodKey { namespace, name },
+        key: pod_key(pod)?,
         uid: pod.metadata.uid.clone(),
         annotations: pod
             .metadata
@@ -452,30 +477,15 @@ impl Source for KubeSource {
             .submit(pod.clone(), (uid.map(str::to_owned), body));
     }
 
+    fn pod_updates(&self) -> Option<tokio::sync::broadcast::Receiver<PodKey>> {
+        Some(self.pod_updates.subscribe())
+    }
+
     fn publish_event(self: Arc<Self>, pod: &PodKey, uid: Option<&str>, event: PodEvent) {
-        let reference = ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            namespace: Some(pod.namespace.to_string()),
-            name: Some(pod.name.to_string()),
-            uid: uid.map(str::to_owned),
-            ..Default::default()
-        };
-        let pod = pod.clone();
-        let source = Arc::clone(&self);
+        let (pod, uid) = (pod.clone(), uid.map(str::to_owned));
+        let events = Arc::clone(&self.events);
         let queued = self.event_writes.submit(Box::pin(async move {
-            let event = Event {
-                type_: if event.warning {
-                    EventType::Warning
-                } else {
-                    EventType::Normal
-                },
-                reason: event.reason.into(),
-                note: Some(event.message),
-                action: event.action.into(),
-                secondary: None,
-            };
-            if let Err(error) = source.recorder.publish(&event, &reference).await {
+            if let Err(error) = events.publish(&pod, uid.as_deref(), event).await {
                 tracing::warn!(%pod, %error, "event not recorded");
             }
         }));

@@ -3,6 +3,7 @@
 
 mod claim_status;
 mod dra;
+mod events;
 pub mod files;
 pub mod kube;
 pub mod writes;
@@ -107,6 +108,13 @@ pub trait Source: Send + Sync {
     /// Records an event on the pod, best effort, in the background.
     fn publish_event(self: Arc<Self>, _pod: &PodKey, _uid: Option<&str>, _event: PodEvent) {}
 
+    /// The pods that changed (or appeared, or went) from now on, each once its new state is
+    /// what [`Source::pod`] answers. A receiver that falls behind is told it lagged and must
+    /// look at every pod again. `None`: this source does not follow pods.
+    fn pod_updates(&self) -> Option<tokio::sync::broadcast::Receiver<PodKey>> {
+        None
+    }
+
     /// The pods' DRA ResourceClaims and the ResourceSlices describing their devices, when the
     /// source follows them.
     fn claims(&self) -> Option<&dyn ClaimCatalog> {
@@ -117,3 +125,6 @@ pub trait Source: Send + Sync {
     /// none attached any more). Like network-status, in the background and retried.
     fn publish_claim_status(self: Arc<Self>, _claim: &ClaimRef, _devices: Vec<DeviceNetworkData>) {}
 }
+
+/// How many pod updates may wait for a slow listener before it is told it lagged.
+pub const POD_UPDATES_BACKLOG: usize = 4096;

@@ -8,7 +8,7 @@ use plexus_integration::containerd::{self, Containerd, Sandbox, SandboxStatus};
 use plexus_integration::{Node, NodeBuilder};
 use serde_json::{Value, json};
 
-use crate::fixtures::{bare, bridge, macvlan, nad};
+use crate::fixtures::{bare, bridge, macvlan, metric, nad};
 
 /// Whether containerd and crun are missing; then the test says why and is skipped. `make test`
 /// installs them, so this happens only where that install failed.
@@ -93,18 +93,18 @@ fn requests(node: &Node, command: &str, result: &str) -> f64 {
     let prefix = format!(
         r#"plexus_cni_request_duration_seconds_count{{command="{command}",result="{result}"}}"#
     );
-    metrics
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    metric(&metrics, &prefix).unwrap_or(0.0)
 }
 
 /// A node with two secondaries, `tenant/blue` (bridge) and `tenant/ext` (macvlan on uplink0),
 /// and the pod's manifest.
 fn node_with_two_secondaries(pod: &Sandbox) -> Node {
-    plexus_node()
+    with_two_secondaries(plexus_node(), pod).start()
+}
+
+/// `builder` with the two secondaries and the pod's manifest.
+fn with_two_secondaries(builder: NodeBuilder, pod: &Sandbox) -> NodeBuilder {
+    builder
         .uplink()
         .manifest("blue.yaml", &blue_nad())
         .manifest(
@@ -112,7 +112,6 @@ fn node_with_two_secondaries(pod: &Sandbox) -> Node {
             &nad("tenant", "ext", &macvlan("ext", "198.18.41.0/24")),
         )
         .manifest("pod.yaml", &pod.manifest())
-        .start()
 }
 
 #[test]
@@ -387,6 +386,61 @@ fn plexus_declares_the_cluster_networks_cni_version_and_containerd_runs_pods_at_
     let result: Value = serde_json::from_str(&add.stdout).expect("result");
     assert_eq!(result["cniVersion"], "0.3.1");
     runtime.stop(&status.id).expect("StopPodSandbox");
+    runtime.remove(&status.id).expect("RemovePodSandbox");
+    assert_node_clean(&node, &runtime);
+}
+
+#[test]
+fn a_running_sandbox_follows_its_annotation_and_stop_removes_everything() {
+    if runtime_missing() {
+        return;
+    }
+    let web = Sandbox::new("tenant", "web").networks("blue");
+    let node =
+        with_two_secondaries(plexus_node().config_line("dynamicNetworks: true"), &web).start();
+    let runtime = containerd_for(&node);
+    let status = run(&runtime, &web);
+    assert_eq!(link_names_in(&status), ["eth0", "net1"]);
+    let net1 = address_in(&status, "net1");
+
+    // The pod's annotation is edited while its sandbox runs (the files source's manifest
+    // stands in for the API server's pod).
+    let edited = web.clone().networks("blue,ext");
+    node.write_manifest("pod.yaml", &edited.manifest());
+    // Until net2 is in the sandbox and plexusd has recorded the change (its network-status,
+    // read under the pod's lock, has three entries): then addresses and allocations are final.
+    let recorded = || {
+        node.get(&format!("/v1/network-status/{}", status.id))
+            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+            .and_then(|s| s.as_array().map(Vec::len))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while link_names_in(&status) != ["eth0", "net1", "net2"] || recorded() != Some(3) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "net2 never appeared in the sandbox: {:?}",
+            link_names_in(&status)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let net2 = address_in(&status, "net2");
+    assert!(net2.starts_with("198.18.41."), "{net2}");
+    assert_eq!(address_in(&status, "net1"), net1);
+    let mut inside = vec![
+        bare(&address_in(&status, "eth0")).to_owned(),
+        bare(&net1).to_owned(),
+        bare(&net2).to_owned(),
+    ];
+    inside.sort();
+    assert_eq!(node.allocated_addresses(), inside);
+    // The runtime still reports the cluster network's address as the pod IP.
+    let again = runtime.status(&status.id).expect("PodSandboxStatus");
+    assert_eq!(again.ip, bare(&address_in(&status, "eth0")));
+
+    // StopPodSandbox's DEL carries only the ADD's result; Plexus's record has the rest.
+    let path = netns(&status).to_owned();
+    runtime.stop(&status.id).expect("StopPodSandbox");
+    assert!(!containerd::is_netns(&path), "{path} is left");
     runtime.remove(&status.id).expect("RemovePodSandbox");
     assert_node_clean(&node, &runtime);
 }

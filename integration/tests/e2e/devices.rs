@@ -15,17 +15,21 @@ use plexus_integration::kubelet::Mode;
 use plexus_integration::{Node, NodeBuilder, Pod, binaries};
 use serde_json::{Value, json};
 
-use crate::fixtures::{bare, eventually};
+use crate::fixtures::{bare, events_for, eventually};
 
 const RESOURCE: &str = "example.com/vf";
 const OTHER_RESOURCE: &str = "example.com/vf-west";
 
 /// A kube node with the `netdev` delegate and, with `kubelet`, the test kubelet.
 fn device_node(kubelet: bool) -> Node {
-    let builder: NodeBuilder = Node::builder().kube().plugin(
+    device_node_with(kubelet, |builder| builder)
+}
+
+fn device_node_with(kubelet: bool, setup: impl FnOnce(NodeBuilder) -> NodeBuilder) -> Node {
+    let builder: NodeBuilder = setup(Node::builder().kube().plugin(
         "netdev",
         &format!("exec '{}' \"$@\"", binaries::netdev().display()),
-    );
+    ));
     if kubelet {
         builder.kubelet().start()
     } else {
@@ -50,7 +54,16 @@ fn pool_world(
     selection: &str,
     allocated: &[&str],
 ) -> (Node, Pod) {
-    let node = device_node(true);
+    pool_world_on(device_node(true), config, devices, selection, allocated)
+}
+
+fn pool_world_on(
+    node: Node,
+    config: &Value,
+    devices: &[&str],
+    selection: &str,
+    allocated: &[&str],
+) -> (Node, Pod) {
     let web = Pod::new("tenant", "web");
     for id in devices {
         node.add_device(id);
@@ -262,6 +275,80 @@ fn an_explicit_device_id_is_used_as_given_and_counts_as_taken() {
         &[("net1", "tdev1"), ("net2", "tdev0")],
         &["tdev0", "tdev1"],
     );
+}
+
+/// Waits until plexusd has finished a hot-plug change that leaves the pod `count`
+/// interfaces: its network-status, read under the pod's lock, lists that many.
+fn wait_for_interfaces(node: &Node, pod: &Pod, count: usize) {
+    eventually(
+        &format!("{count} interfaces in {}'s network-status", pod.name),
+        || {
+            let status = node.network_status(pod);
+            (status.as_array().map(Vec::len) == Some(count)).then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_hot_plugged_attachment_gets_a_device_the_pod_does_not_hold_and_gives_it_back() {
+    let node = device_node_with(true, |b| b.config_line("dynamicNetworks: true"));
+    let (node, web) = pool_world_on(
+        node,
+        &netdev("vf", "198.18.47.0/24"),
+        &["tdev0", "tdev1", "tdev2"],
+        "vf",
+        &["tdev0", "tdev1"],
+    );
+    node.add(&web).result();
+    assert_eq!(device_in_pod(&web, "net1").unwrap().0, "tdev0");
+
+    // The kubelet lists tdev0 first, but net1 holds it: the new attachment gets tdev1.
+    node.apply_pod(&web, networks("vf,vf"));
+    wait_for_interfaces(&node, &web, 3);
+    assert_eq!(device_in_pod(&web, "net2").unwrap().0, "tdev1");
+    assert_eq!(recorded(&node, &web, "ADD", "net2")[0]["deviceID"], "tdev1");
+    assert_eq!(device_in_pod(&web, "net1").unwrap().0, "tdev0", "untouched");
+
+    // Detached: the device goes home and its device-info file with it.
+    node.apply_pod(&web, networks("vf"));
+    wait_for_interfaces(&node, &web, 2);
+    assert!(node.netns.links().contains(&"tdev1".to_owned()), "back");
+    assert_eq!(recorded(&node, &web, "DEL", "net2")[0]["deviceID"], "tdev1");
+    assert_eq!(web.link_names(), ["eth0", "net1"]);
+
+    assert!(node.del(&web).success());
+    assert_released(&node, &["tdev0", "tdev1", "tdev2"]);
+}
+
+#[test]
+fn a_hot_plugged_attachment_without_a_free_device_is_refused_and_warned_about() {
+    let node = device_node_with(true, |b| b.config_line("dynamicNetworks: true"));
+    let (node, web) = pool_world_on(
+        node,
+        &netdev("vf", "198.18.48.0/24"),
+        &["tdev0", "tdev1"],
+        "vf",
+        &["tdev0"],
+    );
+    node.add(&web).result();
+
+    node.apply_pod(&web, networks("vf,vf"));
+    let note = eventually("a Warning event for the missing device", || {
+        events_for(&node, &web)
+            .into_iter()
+            .filter(|e| e["type"] == "Warning")
+            .filter_map(|e| e["note"].as_str().map(str::to_owned))
+            .find(|note| note.contains(RESOURCE))
+    });
+    assert!(note.contains("tenant/vf"), "{note}");
+    assert_eq!(web.link_names(), ["eth0", "net1"], "nothing half-made");
+    assert!(
+        node.netns.links().contains(&"tdev1".to_owned()),
+        "not the pod's"
+    );
+
+    assert!(node.del(&web).success());
+    assert_released(&node, &["tdev0", "tdev1"]);
 }
 
 #[test]

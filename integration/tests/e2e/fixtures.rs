@@ -1,5 +1,6 @@
 //! Manifests and configs the tests share.
 
+use plexus_integration::{Node, Pod};
 use serde_json::{Value, json};
 
 /// A NAD manifest (JSON is YAML) with `config` as its spec.config.
@@ -25,7 +26,7 @@ pub fn nad_without_config(namespace: &str, name: &str) -> String {
 }
 
 /// A Pod manifest carrying the networks annotation.
-pub fn pod(pod: &plexus_integration::Pod, networks: &str) -> String {
+pub fn pod(pod: &Pod, networks: &str) -> String {
     pod.manifest(networks)
 }
 
@@ -43,6 +44,30 @@ pub fn macvlan(name: &str, subnet: &str) -> Value {
         "cniVersion": "1.0.0", "name": name, "type": "macvlan", "master": "uplink0", "mode": "bridge",
         "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]], "dataDir": "@IPAM@"}
     })
+}
+
+/// The events about `pod` in the node's API server (events.k8s.io or core): by uid, so a pod
+/// of the same name from an earlier run against the same cluster (whose events outlive it), or
+/// recreated in the same test, does not count.
+pub fn events_for(node: &Node, pod: &Pod) -> Vec<Value> {
+    let uid = pod.uid();
+    node.cluster()
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["regarding"]["uid"] == uid.as_str() || e["involvedObject"]["uid"] == uid.as_str()
+        })
+        .collect()
+}
+
+/// The value of the first sample of plexusd's /metrics whose name and labels start with
+/// `prefix`.
+pub fn metric(metrics: &str, prefix: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Waits until `check` holds: API writes and watches are asynchronous by design.

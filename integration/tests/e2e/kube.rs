@@ -6,7 +6,7 @@ use std::time::Duration;
 use plexus_integration::{Node, Pod};
 use serde_json::{Value, json};
 
-use crate::fixtures::{bare, bridge, eventually};
+use crate::fixtures::{bare, bridge, events_for, eventually};
 
 fn networks(value: &str) -> Value {
     json!({"k8s.v1.cni.cncf.io/networks": value})
@@ -18,19 +18,6 @@ fn network_status_annotation(node: &Node, pod: &Pod) -> Option<Value> {
         .as_str()?
         .to_owned();
     serde_json::from_str(&text).ok()
-}
-
-/// The events about this pod: by uid, so a pod of the same name from an earlier run against
-/// the same cluster (whose events outlive it) does not count.
-fn events_for(node: &Node, pod: &Pod) -> Vec<Value> {
-    let uid = pod.uid();
-    node.cluster()
-        .events()
-        .into_iter()
-        .filter(|e| {
-            e["regarding"]["uid"] == uid.as_str() || e["involvedObject"]["uid"] == uid.as_str()
-        })
-        .collect()
 }
 
 /// How many NADs plexusd's cache holds: every namespace's, so on a real cluster its own NADs

@@ -11,6 +11,7 @@ mod devices;
 mod disk;
 mod failures;
 mod flannel2;
+mod hotplug;
 mod image;
 mod inspect;
 mod kube;

@@ -2,16 +2,11 @@
 
 use plexus_integration::{Node, Pod};
 
-use crate::fixtures::{bridge, nad, pod};
+use crate::fixtures::{bridge, metric, nad, pod};
 
 /// The value of the sample whose name and labels start with `prefix`.
 fn sample(metrics: &str, prefix: &str) -> f64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no sample {prefix} in:\n{metrics}"))
+    metric(metrics, prefix).unwrap_or_else(|| panic!("no sample {prefix} in:\n{metrics}"))
 }
 
 #[test]

@@ -2,13 +2,15 @@
 //! as a CNI network config, every pod's annotations parse as selections, and the standalone
 //! demo's cluster network renders a conflist.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use plexus_controller::cni::NetworkConfig;
 use plexus_controller::names::NetworkRef;
 use plexus_controller::selection::{NETWORKS_ANNOTATION, parse_networks};
 use plexus_controller::service::DEFAULT_NETWORK_ANNOTATION;
 use serde_json::Value;
+
+use crate::yaml::{documents_in, repo};
 
 const DIRS: &[&str] = &[
     "examples/nads",
@@ -18,33 +20,9 @@ const DIRS: &[&str] = &[
     "examples/standalone/later",
 ];
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_owned()
-}
-
 /// Every document of every YAML file in `DIRS`, with `file#n` to name it.
 fn documents() -> Vec<(String, Value)> {
-    let mut out = Vec::new();
-    for dir in DIRS {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-            .collect();
-        files.sort();
-        for file in files {
-            let text = std::fs::read_to_string(&file).unwrap();
-            let docs: Vec<Value> = serde_saphyr::from_multiple(&text).unwrap();
-            let name = file.strip_prefix(repo()).unwrap().display().to_string();
-            for (i, doc) in docs.into_iter().enumerate() {
-                out.push((format!("{name}#{}", i + 1), doc));
-            }
-        }
-    }
-    out
+    DIRS.iter().flat_map(|dir| documents_in(dir)).collect()
 }
 
 #[test]

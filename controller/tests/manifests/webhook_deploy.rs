@@ -4,7 +4,7 @@
 //! point at one another and at what the webhook serves.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::Parser;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
@@ -17,29 +17,11 @@ use plexus_controller::webhook::{self, PodPolicy, WebhookArgs};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace")
-        .to_owned()
-}
+use crate::yaml::{documents_in, repo};
 
-/// Every document of the webhook's manifests (and the cert-manager ones), as JSON.
+/// Every document of the manifests in `dir`.
 fn documents(dir: &str) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(repo().join(dir))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|file| {
-            let text = std::fs::read_to_string(file).unwrap();
-            serde_saphyr::from_multiple::<Value>(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
-        })
-        .collect()
+    documents_in(dir).into_iter().map(|(_, doc)| doc).collect()
 }
 
 /// The one document of `kind`, read as its Kubernetes type.
