@@ -4,7 +4,7 @@
 //! What a burst of 50 parallel ADDs leaves behind, measured with the bench: glibc gives
 //! every thread that contends for malloc an arena of its own (up to 8 per CPU), each keeps
 //! the pages freed into it, and tokio keeps the blocking threads that wrote the records for
-//! ten seconds. None of that is needed once the pods are attached.
+//! ten seconds (their stacks with them). None of that is needed once the pods are attached.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,11 +13,12 @@ use std::time::Duration;
 /// every blocking thread of a burst grow an arena of its own.
 const MALLOC_ARENAS: i32 = 2;
 
-/// Blocking threads (record writes and fsyncs) at most, and how long an idle one lives:
-/// long enough that pods arriving one by one do not each start a thread, short enough that
-/// the threads of a burst are gone seconds after it.
-const MAX_BLOCKING_THREADS: usize = 16;
-const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(5);
+/// Blocking threads (record writes and fsyncs) at most, and how long an idle one lives. A
+/// thread that has to be started for an ADD costs nothing the runtime waits for: it starts
+/// while the first plugin is exec'd. Eight let a burst's fsyncs share journal commits; the
+/// stacks of a burst's threads are gone a second after it.
+const MAX_BLOCKING_THREADS: usize = 8;
+const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(1);
 
 /// Worker threads at most: plexusd mostly waits for its delegates, so more CPUs than this
 /// add threads (and their memory) without adding throughput.
