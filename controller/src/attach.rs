@@ -57,6 +57,11 @@ impl AttachError {
         }
     }
 
+    /// The plugin was stopped before it was given its config (`ExecError::Held`).
+    pub fn never_ran(&self) -> bool {
+        matches!(self, Self::Delegate { source, .. } if matches!(**source, ExecError::Held { .. }))
+    }
+
     pub fn network(&self) -> &str {
         match self {
             Self::Delegate { network, .. }
@@ -304,8 +309,11 @@ pub async fn attach_all_timed(
                 tracing::warn!(%error, "ADD failed; rolling back");
                 // Its ADD failed, so the plugin should have undone its own work; a DEL that
                 // fails too (macvlan on a missing master, say) is logged, not kept, or every
-                // later DEL of the pod would fail on it forever.
-                if let Err(del_error) = del_chain(exec, delegate, None, target).await {
+                // later DEL of the pod would fail on it forever. A plugin stopped before it
+                // read its config did nothing at all, and gets no DEL.
+                if !error.never_ran()
+                    && let Err(del_error) = del_chain(exec, delegate, None, target).await
+                {
                     tracing::warn!(error = %del_error, "DEL of the failed chain failed");
                 }
                 let done = delegates

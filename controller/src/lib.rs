@@ -30,6 +30,8 @@ pub mod inspect;
 pub mod install;
 /// Per-container serialization of operations.
 pub mod locks;
+/// plexusd's runtime and allocator limits, and trimming after bursts of pods.
+pub mod memory;
 /// Prometheus metrics and the executor wrapper that times delegates.
 pub mod metrics;
 /// Multus's per-container cache, read to adopt the pods Multus attached.

@@ -17,7 +17,7 @@ use plexus_controller::service::Plexus;
 use plexus_controller::source::Source;
 use plexus_controller::source::files::FilesSource;
 use plexus_controller::source::kube::{self, KubeSource};
-use plexus_controller::{conflist, hotplug, install, probe, validate, webhook};
+use plexus_controller::{conflist, hotplug, install, memory, probe, validate, webhook};
 
 /// The Plexus node controller: attaches pods to the networks their annotations name.
 #[derive(Parser)]
@@ -115,8 +115,17 @@ fn run_tool(tool: Tool, config: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    match memory::runtime() {
+        Ok(runtime) => runtime.block_on(async_main()),
+        Err(e) => {
+            eprintln!("plexusd: cannot start the runtime: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn async_main() -> ExitCode {
     let args = Args::parse();
     let config = match args.command {
         Some(Tool::Webhook(webhook)) => {
@@ -182,6 +191,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         Arc::clone(&metrics),
     ));
     let state = AppState { plexus, metrics };
+    tokio::spawn(memory::trim_after_bursts());
 
     // Dropping the sender tells every server to stop.
     let (stop, stopped) = tokio::sync::watch::channel(());

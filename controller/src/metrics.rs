@@ -12,6 +12,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use tokio::sync::oneshot;
 
 use crate::cni::{DelegateCall, ExecError, Executor};
 
@@ -196,19 +197,38 @@ impl Metered {
     }
 }
 
+impl Metered {
+    async fn timed(
+        &self,
+        call: DelegateCall,
+        ready: Option<oneshot::Receiver<bool>>,
+    ) -> Result<Vec<u8>, ExecError> {
+        let labels = DelegateLabels {
+            network: call.network.clone(),
+            plugin: call.plugin_type.clone(),
+            command: call.command.to_string(),
+        };
+        let started = Instant::now();
+        let outcome = match ready {
+            Some(ready) => self.inner.run_when(call, ready).await,
+            None => self.inner.run(call).await,
+        };
+        self.metrics.observe_delegate(&labels, started);
+        outcome
+    }
+}
+
 impl Executor for Metered {
     fn run(&self, call: DelegateCall) -> BoxFuture<'_, Result<Vec<u8>, ExecError>> {
-        Box::pin(async move {
-            let labels = DelegateLabels {
-                network: call.network.clone(),
-                plugin: call.plugin_type.clone(),
-                command: call.command.to_string(),
-            };
-            let started = Instant::now();
-            let outcome = self.inner.run(call).await;
-            self.metrics.observe_delegate(&labels, started);
-            outcome
-        })
+        Box::pin(self.timed(call, None))
+    }
+
+    fn run_when(
+        &self,
+        call: DelegateCall,
+        ready: oneshot::Receiver<bool>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, ExecError>> {
+        Box::pin(self.timed(call, Some(ready)))
     }
 
     fn supported_versions<'a>(&'a self, plugin_type: &'a str) -> BoxFuture<'a, Vec<String>> {

@@ -194,6 +194,7 @@ async fn cni(State(state): State<AppState>, body: Body) -> Response {
             tracing::Span::current().record("pod", tracing::field::display(pod));
         }
         let outcome = dispatch(&plexus, &request).await;
+        crate::memory::answered();
         let elapsed_us = started.elapsed().as_micros() as u64;
         metrics.observe_request(request.command.as_str(), started, outcome.is_ok());
         match outcome {

@@ -6,11 +6,12 @@
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::mpsc;
-use std::thread;
 use std::time::Duration;
+
+use socket2::{Domain, SockAddr, Socket, Type};
 
 /// Unix sockets have no host name, but HTTP/1.1 requires the header.
 const HOST: &str = "plexus";
@@ -95,22 +96,21 @@ pub fn post_json(
     read_response(BufReader::new(&stream))
 }
 
-/// `UnixStream::connect` has no timeout and blocks while the daemon's accept backlog is full,
-/// so it runs on a helper thread; on timeout that thread is simply left behind, since the
-/// process exits right after reporting the error.
+/// `UnixStream::connect` has no timeout and blocks while the daemon's accept backlog is full.
+/// Linux bounds a blocking connect on a unix socket by the socket's send timeout, so that is
+/// set before connecting: no helper thread, one socket and one connect per call.
 fn connect(socket: &Path, timeout: Duration) -> io::Result<UnixStream> {
-    let (tx, rx) = mpsc::channel();
-    let path = socket.to_owned();
-    thread::Builder::new().spawn(move || {
-        // The receiver is gone only if the caller already gave up; nothing left to tell.
-        let _ = tx.send(UnixStream::connect(path));
-    })?;
-    rx.recv_timeout(timeout).unwrap_or_else(|_| {
-        Err(io::Error::new(
+    let stream = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+    stream.set_write_timeout(Some(timeout))?;
+    match stream.connect(&SockAddr::unix(socket)?) {
+        Ok(()) => Ok(UnixStream::from(OwnedFd::from(stream))),
+        // A full backlog past the timeout: connect gives up with EAGAIN.
+        Err(err) if is_timeout(&err) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
             format!("not accepted within {} ms", timeout.as_millis()),
-        ))
-    })
+        )),
+        Err(err) => Err(err),
+    }
 }
 
 fn request(target: &str, body: &[u8]) -> Vec<u8> {
@@ -288,6 +288,7 @@ fn receive_error(err: io::Error, part: &'static str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::thread;
 
     fn parse(reply: &str) -> Result<Response, Error> {
         read_response(reply.as_bytes())
@@ -463,6 +464,35 @@ mod tests {
         let response = response.unwrap();
         assert_eq!(response.status, 503);
         assert_eq!(response.body, br#"{"code":11,"msg":"busy"}"#);
+    }
+
+    #[test]
+    fn a_daemon_that_accepts_nothing_is_a_connect_timeout() {
+        let dir = std::env::temp_dir().join(format!("plexus-shim-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("plexus.sock");
+        let _ = std::fs::remove_file(&socket);
+        // A backlog of zero takes one waiting connection; the next one waits for accept.
+        let listener = Socket::new(Domain::UNIX, Type::STREAM, None).unwrap();
+        listener.bind(&SockAddr::unix(&socket).unwrap()).unwrap();
+        listener.listen(0).unwrap();
+        let _queued = UnixStream::connect(&socket).unwrap();
+        let timeouts = Timeouts {
+            connect: Duration::from_millis(200),
+            io: Duration::from_secs(2),
+        };
+        let outcome = post_json(&socket, "/", b"{}", &timeouts);
+        let _ = std::fs::remove_dir_all(&dir);
+        match outcome {
+            Err(Error::Connect(err)) => {
+                assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
+                assert!(
+                    err.to_string().contains("not accepted within 200 ms"),
+                    "{err}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

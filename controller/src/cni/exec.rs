@@ -16,6 +16,7 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command as ProcessCommand};
+use tokio::sync::oneshot;
 
 use super::{CniError, Command};
 use crate::cni::CniVersion;
@@ -52,6 +53,9 @@ pub enum ExecError {
         error: CniError,
         stderr: String,
     },
+    /// The plugin was started but never given its config: what it waited for said no.
+    #[error("plugin {plugin} was stopped before it was given its config")]
+    Held { plugin: String },
 }
 
 impl ExecError {
@@ -61,6 +65,7 @@ impl ExecError {
             Self::Failed { error, .. } => error.code,
             Self::Timeout { .. } => super::code::TRY_AGAIN_LATER,
             Self::NotFound { .. } | Self::Spawn { .. } => super::code::INVALID_CONFIG,
+            Self::Held { .. } => super::code::IO_FAILURE,
         }
     }
 
@@ -68,7 +73,7 @@ impl ExecError {
     pub fn stderr(&self) -> &str {
         match self {
             Self::Timeout { stderr, .. } | Self::Failed { stderr, .. } => stderr,
-            Self::NotFound { .. } | Self::Spawn { .. } => "",
+            Self::NotFound { .. } | Self::Spawn { .. } | Self::Held { .. } => "",
         }
     }
 }
@@ -77,6 +82,26 @@ impl ExecError {
 pub trait Executor: Send + Sync {
     /// Runs the call; `Ok` carries the plugin's stdout.
     fn run(&self, call: DelegateCall) -> BoxFuture<'_, Result<Vec<u8>, ExecError>>;
+
+    /// Runs the call once `ready` says yes. A plugin does nothing before it has read its
+    /// config on stdin, so an executor may start the process at once and hold back only its
+    /// stdin: what `ready` waits for (the ADD's intent reaching the disk) then overlaps the
+    /// exec. No (or a dropped sender) fails the call with [`ExecError::Held`], the plugin
+    /// having been given nothing.
+    fn run_when(
+        &self,
+        call: DelegateCall,
+        ready: oneshot::Receiver<bool>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, ExecError>> {
+        Box::pin(async move {
+            if ready.await != Ok(true) {
+                return Err(ExecError::Held {
+                    plugin: call.plugin_type,
+                });
+            }
+            self.run(call).await
+        })
+    }
 
     /// The versions a plugin speaks (its VERSION answer), cached per binary.
     fn supported_versions<'a>(&'a self, plugin_type: &'a str) -> BoxFuture<'a, Vec<String>>;
@@ -141,7 +166,11 @@ impl PluginExecutor {
             })
     }
 
-    async fn exec(&self, call: &DelegateCall) -> Result<Vec<u8>, ExecError> {
+    async fn exec(
+        &self,
+        call: &DelegateCall,
+        ready: Option<oneshot::Receiver<bool>>,
+    ) -> Result<Vec<u8>, ExecError> {
         let binary = self.find(&call.plugin_type)?;
         let mut attempt = 0;
         let child = loop {
@@ -159,7 +188,7 @@ impl PluginExecutor {
             plugin: call.plugin_type.clone(),
             source,
         })?;
-        self.wait(child, call).await
+        self.wait(child, call, ready).await
     }
 
     fn spawn(&self, binary: &Path, call: &DelegateCall) -> io::Result<Child> {
@@ -188,24 +217,46 @@ impl PluginExecutor {
         command.spawn()
     }
 
-    async fn wait(&self, mut child: Child, call: &DelegateCall) -> Result<Vec<u8>, ExecError> {
+    /// Feeds the plugin its stdin (once `ready` says yes, if given), collects its output and
+    /// kills its process group at the deadline.
+    async fn wait(
+        &self,
+        mut child: Child,
+        call: &DelegateCall,
+        ready: Option<oneshot::Receiver<bool>>,
+    ) -> Result<Vec<u8>, ExecError> {
         let group = child.id().map(|pid| Pid::from_raw(pid as i32));
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let io = async {
             let write = async {
+                if let Some(ready) = ready
+                    && ready.await != Ok(true)
+                {
+                    // Killed before it read a byte: it cannot have done anything.
+                    if let Some(group) = group {
+                        let _ = killpg(group, Signal::SIGKILL);
+                    }
+                    return false;
+                }
                 if let Some(mut stdin) = stdin {
                     // A plugin may exit without reading its stdin; that is its business.
                     let _ = stdin.write_all(&call.stdin).await;
                 }
+                true
             };
-            let (_, out, err, status) =
+            let (fed, out, err, status) =
                 tokio::join!(write, read_all(stdout), read_all(stderr), child.wait());
-            (out, err, status)
+            (fed, out, err, status)
         };
         tokio::pin!(io);
         tokio::select! {
-            (stdout, stderr, status) = &mut io => return finish(call, stdout, &stderr, status),
+            (fed, stdout, stderr, status) = &mut io => {
+                if !fed {
+                    return Err(ExecError::Held { plugin: call.plugin_type.clone() });
+                }
+                return finish(call, stdout, &stderr, status);
+            }
             () = tokio::time::sleep(self.deadline) => {}
         }
         if let Some(group) = group {
@@ -215,7 +266,7 @@ impl PluginExecutor {
         // usually the best clue to why it hung. A process that left the group could keep
         // them open, hence the bound.
         let stderr = match tokio::time::timeout(KILL_GRACE, &mut io).await {
-            Ok((_, stderr, _)) => String::from_utf8_lossy(&stderr).into_owned(),
+            Ok((_, _, stderr, _)) => String::from_utf8_lossy(&stderr).into_owned(),
             Err(_) => String::new(),
         };
         Err(ExecError::Timeout {
@@ -289,21 +340,38 @@ fn is_executable_file(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+impl PluginExecutor {
+    async fn run_logged(
+        &self,
+        call: DelegateCall,
+        ready: Option<oneshot::Receiver<bool>>,
+    ) -> Result<Vec<u8>, ExecError> {
+        let started = Instant::now();
+        let outcome = self.exec(&call, ready).await;
+        tracing::debug!(
+            plugin = %call.plugin_type,
+            command = %call.command,
+            ifname = %call.ifname,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            ok = outcome.is_ok(),
+            "delegate finished"
+        );
+        outcome
+    }
+}
+
 impl Executor for PluginExecutor {
     fn run(&self, call: DelegateCall) -> BoxFuture<'_, Result<Vec<u8>, ExecError>> {
-        Box::pin(async move {
-            let started = Instant::now();
-            let outcome = self.exec(&call).await;
-            tracing::debug!(
-                plugin = %call.plugin_type,
-                command = %call.command,
-                ifname = %call.ifname,
-                elapsed_us = started.elapsed().as_micros() as u64,
-                ok = outcome.is_ok(),
-                "delegate finished"
-            );
-            outcome
-        })
+        Box::pin(self.run_logged(call, None))
+    }
+
+    /// Starts the plugin at once and gives it its stdin when `ready` says yes.
+    fn run_when(
+        &self,
+        call: DelegateCall,
+        ready: oneshot::Receiver<bool>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, ExecError>> {
+        Box::pin(self.run_logged(call, Some(ready)))
     }
 
     fn supported_versions<'a>(&'a self, plugin_type: &'a str) -> BoxFuture<'a, Vec<String>> {
@@ -327,7 +395,7 @@ impl Executor for PluginExecutor {
                 stdin: format!(r#"{{"cniVersion":"{}"}}"#, CniVersion::LATEST).into_bytes(),
             };
             // libcni takes a plugin that cannot answer VERSION to speak only the oldest version.
-            let supported = match self.exec(&call).await {
+            let supported = match self.exec(&call, None).await {
                 Ok(stdout) => parse_version_answer(&stdout),
                 Err(e) => {
                     tracing::warn!(plugin = plugin_type, error = %e, "VERSION probe failed");
@@ -415,6 +483,52 @@ mod tests {
         let path_line = env.lines().find(|l| l.starts_with("CNI_PATH=")).unwrap();
         assert_eq!(path_line.matches(':').count(), 1, "{path_line}");
         assert!(!env.contains("PLEXUS_TEST_LEAK"));
+    }
+
+    #[tokio::test]
+    async fn a_held_plugin_runs_once_ready_says_yes_and_reads_its_config_only_then() {
+        let plugins = Plugins::new(1);
+        let marker = plugins.dirs[0].path().join("read");
+        plugins.add(
+            0,
+            "held",
+            &format!("cat > {}; cat {}", marker.display(), marker.display()),
+        );
+        let executor = plugins.executor(Duration::from_secs(5));
+        let (go, ready) = oneshot::channel();
+        let run = executor.run_when(call("held"), ready);
+        tokio::pin!(run);
+        // Started, but without its config it can only wait.
+        tokio::select! {
+            outcome = &mut run => panic!("finished before it was fed: {outcome:?}"),
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+        assert_eq!(std::fs::read(&marker).unwrap_or_default(), b"");
+        go.send(true).unwrap();
+        assert_eq!(run.await.unwrap(), br#"{"cniVersion":"1.0.0"}"#);
+    }
+
+    #[tokio::test]
+    async fn a_held_plugin_told_no_is_killed_unfed_and_did_nothing() {
+        let plugins = Plugins::new(1);
+        let marker = plugins.dirs[0].path().join("acted");
+        plugins.add(
+            0,
+            "held",
+            &format!("cat >/dev/null; touch {}", marker.display()),
+        );
+        let executor = plugins.executor(Duration::from_secs(5));
+        for refusal in [Some(false), None] {
+            let (go, ready) = oneshot::channel();
+            match refusal {
+                Some(answer) => go.send(answer).unwrap(),
+                None => drop(go),
+            }
+            let err = executor.run_when(call("held"), ready).await.unwrap_err();
+            assert!(matches!(err, ExecError::Held { .. }), "{err}");
+            assert_eq!(err.cni_code(), crate::cni::code::IO_FAILURE);
+        }
+        assert!(!marker.exists(), "a plugin that was never fed acted");
     }
 
     #[tokio::test]

@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod exec;
+pub mod gate;
 pub mod netconf;
 pub mod orphans;
 pub mod result;

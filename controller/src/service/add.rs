@@ -4,17 +4,19 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use serde_json::Value;
+use tokio::sync::oneshot;
 
 use super::{Error, Plexus, Result};
 use crate::attach::{self, Added, AttachError, Target};
 use crate::clock::Timestamp;
-use crate::cni::{CniError, CniResult, code};
+use crate::cni::gate::FirstCallWaits;
+use crate::cni::{CniError, CniResult, Executor, code};
 use crate::devices::devinfo;
 use crate::failures::Failure;
 use crate::locks::ContainerGuard;
 use crate::names::{ContainerId, IfName, PodKey};
 use crate::netlink;
-use crate::records::{Attachment, PodRecord};
+use crate::records::{Attachment, PodRecord, RecordError};
 use crate::request::CniRequest;
 use crate::resolve::Delegate;
 use crate::service::Recorded;
@@ -116,20 +118,31 @@ impl Plexus {
             network_status: Vec::new(),
             deleting: false,
         };
-        // The intent covers every delegate before any runs: after a crash, DEL undoes them all,
-        // and DEL of a delegate that never ran is harmless. Without it nothing may run.
-        self.records
-            .save(&record)
-            .map_err(|source| Error::RecordsUnwritable {
-                dir: self.records.dir().to_owned(),
-                source,
-            })?;
         self.offer_device_info(&delegates);
         let target = Target {
             container_id: id.as_str(),
             netns: &request.netns,
         };
-        let added = match self.attach_and_route(&delegates, target).await {
+        // The intent covers every delegate before any acts: after a crash, DEL undoes them
+        // all, and DEL of a delegate that never ran is harmless. Without it nothing may run.
+        // The first plugin starts while the intent is fsynced and gets its config only once
+        // that is done (`cni::gate`), so the fsync costs no time of its own.
+        let (durable, ready) = oneshot::channel();
+        let exec = FirstCallWaits::new(self.executor.as_ref(), ready);
+        let (attached, saved) = tokio::join!(
+            self.attach_and_route(&exec, &delegates, target),
+            self.save_intent(&record, durable),
+        );
+        if let Err(error) = saved {
+            // The first plugin was stopped before it read its config: nothing was attached.
+            if let Ok(added) = attached {
+                let done = delegates.iter().cloned().zip(added);
+                let done = done.map(|(d, a)| Attachment::added(d, a.result).at(a.attached));
+                attach::rollback(self.executor.as_ref(), done.collect(), target).await;
+            }
+            return Err(error);
+        }
+        let added = match attached {
             Ok(added) => added,
             Err((error, leftovers)) => {
                 self.keep_only(record, leftovers)?;
@@ -144,6 +157,26 @@ impl Plexus {
         }
         record.network_status = statuses;
         Ok((reply, record))
+    }
+
+    /// Writes and fsyncs the intent on a blocking thread; `durable` learns whether it worked.
+    async fn save_intent(&self, record: &PodRecord, durable: oneshot::Sender<bool>) -> Result<()> {
+        let records = self.records.clone();
+        let record = record.clone();
+        let saved = tokio::task::spawn_blocking(move || records.save(&record))
+            .await
+            .unwrap_or_else(|join| {
+                Err(RecordError::Io {
+                    path: self.records.dir().to_owned(),
+                    source: std::io::Error::other(join),
+                })
+            });
+        // Nobody listens when the ADD failed before its first plugin: nothing to hold back.
+        let _ = durable.send(saved.is_ok());
+        saved.map_err(|source| Error::RecordsUnwritable {
+            dir: self.records.dir().to_owned(),
+            source,
+        })
     }
 
     fn tell_pod_attached(&self, pod: &PodKey, uid: Option<&str>, statuses: &[NetworkStatus]) {
@@ -236,10 +269,10 @@ impl Plexus {
     /// and what the rollback could not remove comes back with the error.
     pub(super) async fn attach_and_route(
         &self,
+        exec: &dyn Executor,
         delegates: &[Delegate],
         target: Target<'_>,
     ) -> Result<Vec<Added>, (Error, Vec<Attachment>)> {
-        let exec = self.executor.as_ref();
         let added = attach::attach_all_timed(exec, delegates, target)
             .await
             .map_err(|failure| (Error::Attach(failure.error), failure.leftovers))?;

@@ -422,7 +422,11 @@ impl Plexus {
             let span = tracing::info_span!("hotplug_attach", network = %delegate.network, ifname = %delegate.ifname);
             self.offer_device_info(std::slice::from_ref(&delegate));
             let outcome = self
-                .attach_and_route(std::slice::from_ref(&delegate), target)
+                .attach_and_route(
+                    self.executor.as_ref(),
+                    std::slice::from_ref(&delegate),
+                    target,
+                )
                 .instrument(span)
                 .await;
             match outcome {

@@ -22,23 +22,30 @@ use plexus_crds::NetworkAttachmentDefinition;
 use super::claim_status::ClaimStatusWriter;
 use super::dra::Dra;
 use super::events::EventWriter;
+use super::writes::{Bounded, LatestWins, Outcome, WriteFn};
 use super::{PodEvent, PodInfo, Readiness, Source, SourceError};
 use crate::devices::claims::{ClaimCatalog, ClaimRef, DeviceNetworkData, PodClaim};
 use crate::names::{Namespace, ObjectName, PodKey};
 use crate::status::{NETWORK_STATUS_ANNOTATION, NetworkStatus};
 
-/// Backoff of the network-status write retries.
-const RETRY_FIRST: Duration = Duration::from_millis(200);
-const RETRY_MAX: Duration = Duration::from_secs(30);
+/// Status patches and events in flight at once; more wait (status: the latest per pod).
+const STATUS_WRITERS: usize = 2;
+const EVENT_WRITERS: usize = 2;
+/// Events waiting past that; more are dropped (and logged), as client-go's broadcaster does.
+const EVENT_QUEUE: usize = 1000;
+
+/// A pod's network-status as it is to be written: its uid, if known, and the entries.
+type StatusWrite = (Option<String>, serde_json::Value);
 
 pub struct KubeSource {
     client: Client,
     nads: Store<NetworkAttachmentDefinition>,
     pods: Store<Pod>,
     health: Arc<Health>,
-    events: EventWriter,
-    /// The latest status write per pod; an older retry loop stops when it is superseded.
-    pending: Mutex<HashMap<PodKey, u64>>,
+    events: Arc<EventWriter>,
+    /// One status patch per pod in flight, the latest one (`writes`).
+    status_writes: LatestWins<PodKey, StatusWrite>,
+    event_writes: Bounded,
     /// Every pod the watch brings, once the cache holds its new state.
     pod_updates: tokio::sync::broadcast::Sender<PodKey>,
     /// ResourceClaims and ResourceSlices, when DRA is on.
@@ -103,13 +110,15 @@ impl KubeSource {
         let events = EventWriter::new(client.clone(), "plexus", node_name);
         let dra = dra.then(|| Dra::start(client.clone(), node_name, Arc::clone(&health)));
         let claim_status = Arc::new(ClaimStatusWriter::new(client.clone()));
+        let status_writes = LatestWins::start(STATUS_WRITERS, status_writer(client.clone()));
         let source = Arc::new(Self {
             client,
             nads,
             pods,
             health,
-            events,
-            pending: Mutex::default(),
+            events: Arc::new(events),
+            status_writes,
+            event_writes: Bounded::start(EVENT_WRITERS, EVENT_QUEUE),
             pod_updates,
             dra,
             claim_status,
@@ -141,84 +150,54 @@ impl KubeSource {
     fn pod_api(&self, namespace: &Namespace) -> Api<Pod> {
         Api::namespaced(self.client.clone(), namespace.as_str())
     }
+}
 
-    async fn write_status(
-        &self,
-        pod: &PodKey,
-        uid: Option<&str>,
-        body: &serde_json::Value,
-    ) -> Result<(), kube::Error> {
-        let mut patch = serde_json::json!({ "metadata": { "annotations": {
-            NETWORK_STATUS_ANNOTATION: body.to_string()
-        }}});
-        // The uid is immutable, so naming it makes the patch fail on a pod of the same name
-        // that replaced ours, instead of writing our status onto it.
-        if let Some(uid) = uid {
-            patch["metadata"]["uid"] = uid.into();
-        }
-        self.pod_api(&pod.namespace)
-            .patch(
-                pod.name.as_str(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await
-            .map(drop)
-    }
-
-    fn next_generation(&self, pod: &PodKey) -> u64 {
-        let Ok(mut pending) = self.pending.lock() else {
-            return 0;
-        };
-        let generation = pending.entry(pod.clone()).or_default();
-        *generation += 1;
-        *generation
-    }
-
-    fn is_current(&self, pod: &PodKey, generation: u64) -> bool {
-        self.pending
-            .lock()
-            .map(|p| p.get(pod) == Some(&generation))
-            .unwrap_or(false)
-    }
-
-    fn finish(&self, pod: &PodKey, generation: u64) {
-        if let Ok(mut pending) = self.pending.lock()
-            && pending.get(pod) == Some(&generation)
-        {
-            pending.remove(pod);
-        }
-    }
-
-    async fn status_retry_loop(
-        self: Arc<Self>,
-        pod: PodKey,
-        uid: Option<String>,
-        body: serde_json::Value,
-        generation: u64,
-    ) {
-        let mut delay = RETRY_FIRST;
-        let mut attempt = 1u32;
-        while self.is_current(&pod, generation) {
-            match self.write_status(&pod, uid.as_deref(), &body).await {
+/// Writes a pod's network-status until it lands, the pod is gone or was replaced, or a newer
+/// status takes its place (`writes::LatestWins`).
+fn status_writer(client: Client) -> WriteFn<PodKey, StatusWrite> {
+    Arc::new(move |pod: PodKey, (uid, body): StatusWrite| {
+        let client = client.clone();
+        Box::pin(async move {
+            match write_status(client, &pod, uid.as_deref(), &body).await {
                 Ok(()) => {
-                    tracing::debug!(%pod, attempt, "network-status written");
-                    break;
+                    tracing::debug!(%pod, "network-status written");
+                    Outcome::Done
                 }
                 Err(kube::Error::Api(status)) if status.code == 404 || status.code == 422 => {
                     tracing::info!(%pod, code = status.code, "pod gone or replaced; network-status not written");
-                    break;
+                    Outcome::Abandon
                 }
                 Err(error) => {
-                    tracing::warn!(%pod, attempt, %error, retry_in_ms = delay.as_millis() as u64, "network-status write failed");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(RETRY_MAX);
-                    attempt += 1;
+                    tracing::warn!(%pod, %error, "network-status write failed; retrying");
+                    Outcome::Retry
                 }
             }
-        }
-        self.finish(&pod, generation);
+        })
+    })
+}
+
+async fn write_status(
+    client: Client,
+    pod: &PodKey,
+    uid: Option<&str>,
+    body: &serde_json::Value,
+) -> Result<(), kube::Error> {
+    let mut patch = serde_json::json!({ "metadata": { "annotations": {
+        NETWORK_STATUS_ANNOTATION: body.to_string()
+    }}});
+    // The uid is immutable, so naming it makes the patch fail on a pod of the same name
+    // that replaced ours, instead of writing our status onto it.
+    if let Some(uid) = uid {
+        patch["metadata"]["uid"] = uid.into();
     }
+    Api::<Pod>::namespaced(client, pod.namespace.as_str())
+        .patch(
+            pod.name.as_str(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map(drop)
 }
 
 fn strip_pod(pod: &mut Pod) {
@@ -494,13 +473,8 @@ impl Source for KubeSource {
         let Ok(body) = serde_json::to_value(status) else {
             return;
         };
-        let generation = self.next_generation(pod);
-        tokio::spawn(Arc::clone(&self).status_retry_loop(
-            pod.clone(),
-            uid.map(str::to_owned),
-            body,
-            generation,
-        ));
+        self.status_writes
+            .submit(pod.clone(), (uid.map(str::to_owned), body));
     }
 
     fn pod_updates(&self) -> Option<tokio::sync::broadcast::Receiver<PodKey>> {
@@ -509,11 +483,16 @@ impl Source for KubeSource {
 
     fn publish_event(self: Arc<Self>, pod: &PodKey, uid: Option<&str>, event: PodEvent) {
         let (pod, uid) = (pod.clone(), uid.map(str::to_owned));
-        tokio::spawn(async move {
-            if let Err(error) = self.events.publish(&pod, uid.as_deref(), event).await {
+        let events = Arc::clone(&self.events);
+        let queued = self.event_writes.submit(Box::pin(async move {
+            if let Err(error) = events.publish(&pod, uid.as_deref(), event).await {
                 tracing::warn!(%pod, %error, "event not recorded");
             }
-        });
+        }));
+        if !queued {
+            let dropped = self.event_writes.dropped();
+            tracing::warn!(dropped, "event queue full; event dropped");
+        }
     }
 
     fn claims(&self) -> Option<&dyn ClaimCatalog> {

@@ -370,6 +370,56 @@ mod steering {
     }
 
     #[test]
+    fn status_changes_while_the_api_server_is_away_land_as_one_patch_of_the_latest() {
+        let web = Pod::new("tenant", "web");
+        let node = kube_node();
+        let api = node.fixture();
+        publish_pod_on(&node, &web, "east", "198.18.27.0/24");
+
+        // Four ADDs without DEL: each re-attaches the pod, and host-local hands out the next
+        // address, so each has a network-status of its own. None can be written yet.
+        api.pause();
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            node.add(&web).result();
+            statuses.push(node.network_status(&web));
+        }
+        statuses.dedup();
+        assert_eq!(
+            statuses.len(),
+            4,
+            "every ADD changed the status: {statuses:?}"
+        );
+        let latest = statuses.last().cloned();
+
+        api.reset_counters();
+        api.resume();
+        eventually("the latest network-status on the pod", || {
+            network_status_annotation(&node, &web).filter(|s| Some(s) == latest.as_ref())
+        });
+        let patches = || {
+            api.requests()
+                .into_iter()
+                .filter(|r| r.starts_with("PATCH") && r.contains("/pods/web"))
+                .count()
+        };
+        assert_eq!(
+            patches(),
+            1,
+            "only the latest was written: {:?}",
+            api.requests()
+        );
+        // With the API server up, the next change is written as before.
+        node.add(&web).result();
+        let newest = node.network_status(&web);
+        eventually("the newest network-status on the pod", || {
+            network_status_annotation(&node, &web).filter(|s| *s == newest)
+        });
+        assert_eq!(patches(), 2, "{:?}", api.requests());
+        assert!(node.del(&web).success());
+    }
+
+    #[test]
     fn after_a_410_the_watch_relists_and_sees_new_nads() {
         let web = Pod::new("tenant", "web");
         let node = kube_node();

@@ -1,6 +1,7 @@
 //! DEL, CHECK and GC from the records alone.
 
 use plexus_integration::{Node, Pod};
+use serde_json::json;
 
 use crate::fixtures::{bridge, macvlan, nad, pod};
 
@@ -148,6 +149,58 @@ fn a_crash_after_the_intent_was_written_is_cleaned_by_del() {
     assert!(web.link_names().is_empty());
     assert!(node.ipam_allocations().is_empty());
     assert!(node.records().is_empty());
+}
+
+#[test]
+fn the_first_plugin_is_fed_once_the_intent_is_on_disk_and_a_crash_then_is_cleaned_by_del() {
+    let web = Pod::new("tenant", "web");
+    let seen = tempfile::tempdir().unwrap();
+    let copy = seen.path().join("record-when-fed.json");
+    // The cluster network's plugin: once it has its config, it keeps the record as it finds
+    // it and kills plexusd (its parent), as a crash right after the first delegate started.
+    let spy = format!(
+        r#"cat >/dev/null
+[ "$CNI_COMMAND" = ADD ] || exit 0
+cp "$PLEXUS_DELEGATE_OF/$CNI_CONTAINERID.json" {copy}
+kill -9 $PPID"#,
+        copy = copy.display()
+    );
+    let node = Node::builder()
+        .uplink()
+        .plugin("spy", &spy)
+        .cluster(json!({"cniVersion": "1.0.0", "name": "cluster", "plugins": [{"type": "spy"}]}))
+        .manifest(
+            "nad.yaml",
+            &nad("tenant", "data", &macvlan("data", "198.18.17.0/24")),
+        )
+        .manifest("pod.yaml", &pod(&web, "data"))
+        .start();
+
+    assert!(!node.add(&web).success(), "plexusd died during the ADD");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&copy).expect("the spy ran")).unwrap();
+    let networks: Vec<&str> = record["attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["delegate"]["network"].as_str().unwrap())
+        .collect();
+    assert_eq!(networks, ["cluster", "tenant/data"], "{record}");
+    assert!(
+        record["attachments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a.get("result").is_none()),
+        "{record}"
+    );
+
+    node.kill_plexusd();
+    node.start_plexusd();
+    assert_eq!(node.records().len(), 1, "the intent survived the crash");
+    assert!(node.del(&web).success());
+    assert!(web.link_names().is_empty());
+    node.assert_clean();
 }
 
 #[test]

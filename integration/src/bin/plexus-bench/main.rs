@@ -186,6 +186,10 @@ fn run(args: &Args) -> Result<()> {
             &world::nets(&node, 1),
             args.rounds,
         )?;
+        // What plexusd keeps once the burst is over (every pod deleted again): allocator
+        // arenas, worker and blocking threads, buffers grown for the peak.
+        let rss_after_burst = measure::settled_rss_kib(&node)?;
+        let (burst_anon, burst_file) = measure::rss_split_kib(&node)?;
         let api = match kube.then(|| node.cluster().fixture()).flatten() {
             Some(api) => {
                 progress("kube source: API requests per warm ADD");
@@ -205,6 +209,11 @@ fn run(args: &Args) -> Result<()> {
         section.insert("rss_after_latency_kib".into(), rss_after.into());
         section.insert("loadavg_before".into(), load.into());
         section.insert("parallel".into(), parallel_json(args.parallel, &parallel));
+        section.insert("rss_after_burst_kib".into(), rss_after_burst.into());
+        section.insert(
+            "rss_after_burst_split_kib".into(),
+            json!({"anon": burst_anon, "file": burst_file}),
+        );
         if let Some(api) = &api {
             section.insert("api_per_warm_add".into(), api_json(api));
         }
@@ -212,7 +221,10 @@ fn run(args: &Args) -> Result<()> {
             section.insert("api_per_warm_add_with_device".into(), devices_json(devices));
         }
         print_latency(source, args.reps, &latency);
-        print_parallel(source, args.parallel, &parallel, rss_after);
+        print_parallel(source, args.parallel, &parallel, rss_after, rss_after_burst);
+        println!(
+            "  of which anonymous (heap, stacks): {burst_anon} KiB, file-backed (plexusd's code): {burst_file} KiB"
+        );
         if let Some(api) = &api {
             print_api(api);
         }
@@ -673,7 +685,13 @@ fn parallel_json(pods: usize, rounds: &[measure::ParallelRound]) -> Value {
     })
 }
 
-fn print_parallel(source: &str, pods: usize, rounds: &[measure::ParallelRound], rss_after: u64) {
+fn print_parallel(
+    source: &str,
+    pods: usize,
+    rounds: &[measure::ParallelRound],
+    rss_after: u64,
+    rss_after_burst: u64,
+) {
     let j = parallel_json(pods, rounds);
     let mut table = Table::new(
         &format!(
@@ -695,7 +713,7 @@ fn print_parallel(source: &str, pods: usize, rounds: &[measure::ParallelRound], 
     }
     table.print();
     println!(
-        "  errors: {}   plexusd RSS after the latency runs: {rss_after} KiB",
+        "  errors: {}   plexusd RSS after the latency runs: {rss_after} KiB, after the parallel runs: {rss_after_burst} KiB",
         j["errors"]
     );
 }
@@ -820,6 +838,7 @@ fn shim_json(s: &measure::ShimResult, size: u64) -> Value {
         "version_ms": m(&s.version),
         "noop_add_direct_ms": m(&s.noop_add_direct),
         "noop_add_plexus_ms": m(&s.noop_add_plexus),
+        "noop_add_delegate_in_plexusd_ms": m(&s.noop_add_in_plexusd),
         "noop_del_direct_ms": m(&s.noop_del_direct),
         "noop_del_plexus_ms": m(&s.noop_del_plexus),
         "size_bytes": size,
@@ -836,6 +855,7 @@ fn print_shim(s: &measure::ShimResult, size: u64) {
         ("plexus VERSION", &s.version),
         ("no-op plugin ADD, direct", &s.noop_add_direct),
         ("no-op ADD through plexus", &s.noop_add_plexus),
+        ("  its plugin, as plexusd ran it", &s.noop_add_in_plexusd),
         ("no-op plugin DEL, direct", &s.noop_del_direct),
         ("no-op DEL through plexus", &s.noop_del_plexus),
     ] {
@@ -931,6 +951,10 @@ fn headline(
     put(
         "rss_other_nodes_growth_kib",
         Some(memory["kube_other_nodes_growth"].clone()),
+    );
+    put(
+        "rss_after_burst_kib",
+        worst(&|s| s["rss_after_burst_kib"].as_f64()).map(Value::from),
     );
     put(
         "parallel50_ratio",
@@ -1046,6 +1070,12 @@ fn targets(report: &Map<String, Value>) -> Value {
         f("parallel50_ratio"),
         "<= 1.2",
         |v| v <= 1.2,
+    );
+    add(
+        format!("plexusd RSS after {pods} parallel pods (KiB)"),
+        f("rss_after_burst_kib"),
+        "<= 16384",
+        |v| v <= 16_384.0,
     );
     add(
         "API reads per warm ADD".into(),

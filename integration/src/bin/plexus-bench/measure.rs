@@ -141,6 +141,9 @@ pub struct ShimResult {
     pub version: Vec<f64>,
     pub noop_add_direct: Vec<f64>,
     pub noop_add_plexus: Vec<f64>,
+    /// The no-op plugin's ADD as plexusd timed it, spawn to exit: what starting a delegate
+    /// costs from plexusd, next to `noop_add_direct`.
+    pub noop_add_in_plexusd: Vec<f64>,
     pub noop_del_direct: Vec<f64>,
     pub noop_del_plexus: Vec<f64>,
 }
@@ -153,6 +156,7 @@ pub fn shim_exec(node: &Node, direct: &Direct, noop_pod: &Pod, reps: usize) -> R
         version: Vec::new(),
         noop_add_direct: Vec::new(),
         noop_add_plexus: Vec::new(),
+        noop_add_in_plexusd: Vec::new(),
         noop_del_direct: Vec::new(),
         noop_del_plexus: Vec::new(),
     };
@@ -190,10 +194,12 @@ pub fn shim_exec(node: &Node, direct: &Direct, noop_pod: &Pod, reps: usize) -> R
             let start = Instant::now();
             direct.run("noop", "DEL", noop_stdin, "eth0", &target)?;
             let del_direct = ms_since(start);
+            let before = scrape(node)?;
             let start = Instant::now();
             let out = node.add(noop_pod);
             let add_plexus = ms_since(start);
             shim_ok("no-op ADD", &out)?;
+            let in_plexusd = scrape(node)?.since(&before).add_delegates;
             let start = Instant::now();
             let out = node.del(noop_pod);
             let del_plexus = ms_since(start);
@@ -204,6 +210,7 @@ pub fn shim_exec(node: &Node, direct: &Direct, noop_pod: &Pod, reps: usize) -> R
                 result.noop_add_direct.push(add_direct);
                 result.noop_del_direct.push(del_direct);
                 result.noop_add_plexus.push(add_plexus);
+                result.noop_add_in_plexusd.push(in_plexusd);
                 result.noop_del_plexus.push(del_plexus);
             }
         }
@@ -226,6 +233,22 @@ pub fn rss_kib(node: &Node) -> Result<u64> {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .ok_or_else(|| format!("no VmRSS for pid {pid}"))
+}
+
+/// plexusd's resident memory split as the kernel counts it: anonymous (heap, stacks) and
+/// file-backed (its own code, clean and shared with the page cache), in KiB.
+pub fn rss_split_kib(node: &Node) -> Result<(u64, u64)> {
+    let pid = node.plexusd_pid().ok_or("plexusd is not running")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .ok_or_else(|| format!("no {name} for pid {pid}"))
+    };
+    Ok((field("RssAnon:")?, field("RssFile:")?))
 }
 
 /// RSS once plexusd has settled: sampled every 100 ms until two seconds pass without change
