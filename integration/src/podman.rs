@@ -41,9 +41,30 @@ pub fn podman_ok(args: &[&str]) -> Output {
     output
 }
 
-/// The `podman run` flags every container needs here.
-pub fn run_flags() -> Vec<String> {
+/// Which network namespace a container gets. There is no default on purpose: podman's own,
+/// the `podman` bridge, would create `cni-podman0`, an address, a route and iptables chains in
+/// the machine's namespace, where tests may create nothing.
+#[derive(Debug, Clone, Copy)]
+pub enum Network<'a> {
+    /// Only `lo`.
+    None,
+    /// A namespace the test made (a node's), as a DaemonSet with `hostNetwork` shares its node's.
+    Namespace(&'a Path),
+}
+
+impl Network<'_> {
+    fn flag(self) -> String {
+        match self {
+            Self::None => "--network=none".to_owned(),
+            Self::Namespace(path) => format!("--network=ns:{}", path.display()),
+        }
+    }
+}
+
+/// The `podman run` flags every container needs here, with its network.
+pub fn run_flags(network: Network<'_>) -> Vec<String> {
     vec![
+        network.flag(),
         "--cgroups=disabled".into(),
         "--ulimit".into(),
         format!("nofile={0}:{0}", open_files_limit().min(65_536)),
@@ -51,6 +72,22 @@ pub fn run_flags() -> Vec<String> {
         "--ulimit".into(),
         "nproc=4096:4096".into(),
     ]
+}
+
+/// Asserts that podman put no network of its own in the machine's namespace: its default
+/// bridge (`cni-podman0`, or `podman0` with netavark) appears there the moment a container
+/// runs without a [`Network`] of the test's.
+pub fn assert_no_bridge_in_the_machine() {
+    let links: Vec<String> = std::fs::read_dir("/sys/class/net")
+        .expect("/sys/class/net")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("cni-podman") || name.starts_with("podman"))
+        .collect();
+    assert!(
+        links.is_empty(),
+        "podman created {links:?} in the machine's namespace"
+    );
 }
 
 /// This process's hard limit on open files: a container may not get more.

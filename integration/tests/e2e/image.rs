@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use plexus_integration::podman::{self, podman, podman_ok};
+use plexus_integration::podman::{self, Network, podman, podman_ok};
 use plexus_integration::shim::{self, CniEnv};
 use plexus_integration::{Netns, Pod, ShimOutput, binaries};
 use serde_json::{Value, json};
@@ -185,7 +185,10 @@ fn start_daemonset(image: &str, node: &Netns, host: &Path, config: &Path) -> Dae
     let spec = pod_spec();
     let init = &spec["initContainers"][0];
     let mut args: Vec<String> = vec!["run".into(), "--rm".into()];
-    args.extend(podman::run_flags());
+    assert_eq!(spec["hostNetwork"], true);
+    args.extend(podman::run_flags(Network::Namespace(Path::new(
+        &node.path(),
+    ))));
     if init["securityContext"]["privileged"] == true {
         args.push("--privileged".into());
     }
@@ -202,9 +205,9 @@ fn start_daemonset(image: &str, node: &Netns, host: &Path, config: &Path) -> Dae
     let container = &spec["containers"][0];
     let name = plexus_integration::unique("plexus-image-");
     let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "--name".into(), name.clone()];
-    args.extend(podman::run_flags());
-    assert_eq!(spec["hostNetwork"], true);
-    args.push(format!("--network=ns:{}", node.path()));
+    args.extend(podman::run_flags(Network::Namespace(Path::new(
+        &node.path(),
+    ))));
     if container["securityContext"]["privileged"] == true {
         args.push("--privileged".into());
     }
@@ -368,6 +371,7 @@ fn the_image_runs_as_the_daemonset_runs_it_and_a_pod_comes_and_goes_through_the_
         daemon.log().contains("\"level\":\"INFO\""),
         "JSON logs, as the ConfigMap asks"
     );
+    podman::assert_no_bridge_in_the_machine();
 }
 
 #[test]
@@ -401,7 +405,7 @@ fn the_daemonset_and_the_image_agree_on_commands_and_paths() {
             "{program} on {path}"
         );
         let mut args: Vec<String> = vec!["run".into(), "--rm".into()];
-        args.extend(podman::run_flags());
+        args.extend(podman::run_flags(Network::None));
         args.extend(entrypoint(&json!([program, "--version"])));
         args.push(image.clone());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -419,13 +423,14 @@ fn the_daemonset_and_the_image_agree_on_commands_and_paths() {
         "--env".into(),
         "CNI_COMMAND=VERSION".into(),
     ];
-    args.extend(podman::run_flags());
+    args.extend(podman::run_flags(Network::None));
     args.extend(entrypoint(&json!([from])));
     args.push(image.clone());
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let version = podman_ok(&args);
     let reply: Value = serde_json::from_slice(&version.stdout).unwrap();
     assert!(reply["supportedVersions"].is_array(), "{reply}");
+    podman::assert_no_bridge_in_the_machine();
 }
 
 /// Every path plexusd's ConfigMap names is one the DaemonSet mounts from the node, and the init
