@@ -166,6 +166,24 @@ impl PluginExecutor {
             })
     }
 
+    async fn run_logged(
+        &self,
+        call: DelegateCall,
+        ready: Option<oneshot::Receiver<bool>>,
+    ) -> Result<Vec<u8>, ExecError> {
+        let started = Instant::now();
+        let outcome = self.exec(&call, ready).await;
+        tracing::debug!(
+            plugin = %call.plugin_type,
+            command = %call.command,
+            ifname = %call.ifname,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            ok = outcome.is_ok(),
+            "delegate finished"
+        );
+        outcome
+    }
+
     async fn exec(
         &self,
         call: &DelegateCall,
@@ -338,26 +356,6 @@ fn is_executable_file(path: &Path) -> bool {
     std::fs::metadata(path)
         .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
         .unwrap_or(false)
-}
-
-impl PluginExecutor {
-    async fn run_logged(
-        &self,
-        call: DelegateCall,
-        ready: Option<oneshot::Receiver<bool>>,
-    ) -> Result<Vec<u8>, ExecError> {
-        let started = Instant::now();
-        let outcome = self.exec(&call, ready).await;
-        tracing::debug!(
-            plugin = %call.plugin_type,
-            command = %call.command,
-            ifname = %call.ifname,
-            elapsed_us = started.elapsed().as_micros() as u64,
-            ok = outcome.is_ok(),
-            "delegate finished"
-        );
-        outcome
-    }
 }
 
 impl Executor for PluginExecutor {

@@ -20,18 +20,18 @@ const DIRS: &[&str] = &[
     "examples/standalone/later",
 ];
 
-/// Every document of every YAML file in `DIRS`, with `file#n` to name it.
-fn documents() -> Vec<(String, Value)> {
-    DIRS.iter().flat_map(|dir| documents_in(dir)).collect()
+/// Every document of `kind` in every YAML file in `DIRS`, with `file#n` to name it.
+fn documents_of(kind: &str) -> Vec<(String, Value)> {
+    DIRS.iter()
+        .flat_map(|dir| documents_in(dir))
+        .filter(|(_, doc)| doc["kind"] == kind)
+        .collect()
 }
 
 #[test]
 fn every_example_nad_config_is_one_plexusd_accepts() {
     let mut checked = 0;
-    for (at, doc) in documents() {
-        if doc["kind"] != "NetworkAttachmentDefinition" {
-            continue;
-        }
+    for (at, doc) in documents_of("NetworkAttachmentDefinition") {
         let Some(config) = doc["spec"]["config"]
             .as_str()
             .filter(|c| !c.trim().is_empty())
@@ -53,10 +53,7 @@ fn every_example_nad_config_is_one_plexusd_accepts() {
 #[test]
 fn every_example_pod_annotation_is_one_plexusd_accepts() {
     let mut checked = 0;
-    for (at, doc) in documents() {
-        if doc["kind"] != "Pod" {
-            continue;
-        }
+    for (at, doc) in documents_of("Pod") {
         let annotations = &doc["metadata"]["annotations"];
         if let Some(networks) = annotations[NETWORKS_ANNOTATION].as_str() {
             let selections = parse_networks(networks).unwrap_or_else(|e| panic!("{at}: {e}"));
