@@ -316,19 +316,24 @@ pub async fn attach_all_timed(
                 {
                     tracing::warn!(error = %del_error, "DEL of the failed chain failed");
                 }
-                let done = delegates
-                    .iter()
-                    .zip(added)
-                    .map(|(delegate, added)| {
-                        Attachment::added(delegate.clone(), added.result).at(added.attached)
-                    })
-                    .collect();
-                let leftovers = rollback(exec, done, target).await;
+                let leftovers = rollback(exec, attachments(delegates, added), target).await;
                 return Err(AddFailure { error, leftovers });
             }
         }
     }
     Ok(added)
+}
+
+/// What the ADDs of `delegates` made, as attachments; `added` holds the first ones' results
+/// (all of them, or those before the one that failed).
+pub fn attachments(delegates: &[Delegate], added: Vec<Added>) -> Vec<Attachment> {
+    delegates
+        .iter()
+        .zip(added)
+        .map(|(delegate, added)| {
+            Attachment::added(delegate.clone(), added.result).at(added.attached)
+        })
+        .collect()
 }
 
 /// Deletes attachments this ADD made, in reverse; returns those whose DEL failed.

@@ -484,3 +484,20 @@ impl Source for TestSource {
         locked(&self.events).push(event);
     }
 }
+
+/// plexusd's config for a node under `root`: its net.d holds a cluster network of one
+/// `bridge` plugin, its records go to `root/records`.
+pub fn node_config(root: &std::path::Path) -> crate::config::Config {
+    let conf_dir = root.join("net.d");
+    std::fs::create_dir_all(&conf_dir).expect("net.d");
+    std::fs::write(
+        conf_dir.join("10-cluster.conflist"),
+        chain("cluster", "1.0.0", &["bridge"]).to_string(),
+    )
+    .expect("the cluster conflist");
+    crate::config::Config {
+        cni_conf_dir: conf_dir,
+        records_dir: root.join("records"),
+        ..crate::config::Config::default()
+    }
+}

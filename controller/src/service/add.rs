@@ -134,11 +134,19 @@ impl Plexus {
             self.save_intent(&record, durable),
         );
         if let Err(error) = saved {
-            // The first plugin was stopped before it read its config: nothing was attached.
-            if let Ok(added) = attached {
-                let done = delegates.iter().cloned().zip(added);
-                let done = done.map(|(d, a)| Attachment::added(d, a.result).at(a.attached));
-                attach::rollback(self.executor.as_ref(), done.collect(), target).await;
+            // The gate stops the first plugin unfed, so the attach failed and nothing acted.
+            // An executor that let the plugins act all the same is undone here, as no record
+            // will let a DEL find them; a failed attach has already rolled itself back. What
+            // is still left cannot be recorded, so it is at least named.
+            let left = match attached {
+                Ok(added) => {
+                    let acted = attach::attachments(&delegates, added);
+                    attach::rollback(self.executor.as_ref(), acted, target).await
+                }
+                Err((_, leftovers)) => leftovers,
+            };
+            for attachment in &left {
+                tracing::error!(container = %id, network = %attachment.delegate.network, ifname = %attachment.delegate.ifname, "left attached with no record to undo it by: the records dir is unwritable");
             }
             return Err(error);
         }
@@ -281,12 +289,8 @@ impl Plexus {
             .move_default_route(delegates, &results, target.netns)
             .await
         {
-            let done = delegates
-                .iter()
-                .cloned()
-                .zip(added)
-                .map(|(d, a)| Attachment::added(d, a.result).at(a.attached));
-            let leftovers = attach::rollback(exec, done.collect(), target).await;
+            let done = attach::attachments(delegates, added);
+            let leftovers = attach::rollback(exec, done, target).await;
             return Err((error, leftovers));
         }
         Ok(added)
@@ -424,5 +428,81 @@ fn delegate_gateways(delegate: &Delegate, result: &CniResult) -> Vec<IpAddr> {
     match delegate.default_route.as_deref() {
         Some(gateways) if !gateways.is_empty() => gateways.to_vec(),
         _ => result.ips.iter().filter_map(|ip| ip.gateway).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures::future::BoxFuture;
+    use tokio::sync::oneshot;
+
+    use super::*;
+    use crate::cni::{DelegateCall, ExecError};
+    use crate::records::RecordStore;
+    use crate::request::WireRequest;
+    use crate::testing::{RecordingExecutor, TestSource, chain, node_config};
+
+    /// An executor that breaks the gate's contract: it runs a held call at once.
+    struct Ungated(RecordingExecutor);
+
+    impl Executor for Ungated {
+        fn run(&self, call: DelegateCall) -> BoxFuture<'_, Result<Vec<u8>, ExecError>> {
+            self.0.run(call)
+        }
+
+        fn run_when(
+            &self,
+            call: DelegateCall,
+            _ready: oneshot::Receiver<bool>,
+        ) -> BoxFuture<'_, Result<Vec<u8>, ExecError>> {
+            self.0.run(call)
+        }
+
+        fn supported_versions<'a>(&'a self, plugin: &'a str) -> BoxFuture<'a, Vec<String>> {
+            self.0.supported_versions(plugin)
+        }
+    }
+
+    #[tokio::test]
+    async fn what_acted_although_the_intent_could_not_be_saved_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = node_config(dir.path());
+        let source = Arc::new(TestSource::default());
+        source.set_nad("tenant", "a", &chain("a", "1.0.0", &["net-a"]));
+        source.set_pod("tenant", "web", "u1", "a");
+        let records = RecordStore::open(&config.records_dir).unwrap();
+        // The record's temp file cannot be written: a directory has its name.
+        std::fs::create_dir(config.records_dir.join("c1.tmp")).unwrap();
+        let exec = Arc::new(Ungated(RecordingExecutor::new()));
+        let plexus = Plexus::new(config, source, exec.clone(), records.clone()).unwrap();
+        let request = CniRequest::parse(&WireRequest {
+            command: "ADD".into(),
+            container_id: "c1".into(),
+            netns: "/var/run/netns/c1".into(),
+            ifname: "eth0".into(),
+            args: "K8S_POD_NAMESPACE=tenant;K8S_POD_NAME=web;K8S_POD_UID=u1".into(),
+            path: "/opt/cni/bin".into(),
+            config: r#"{"cniVersion":"1.0.0","name":"plexus","type":"plexus"}"#.into(),
+        })
+        .unwrap();
+
+        let error = plexus.add(&request).await.unwrap_err();
+
+        assert!(matches!(error, Error::RecordsUnwritable { .. }), "{error}");
+        assert_eq!(
+            exec.0.lines(),
+            [
+                "ADD bridge eth0",
+                "ADD net-a net1",
+                "DEL net-a net1",
+                "DEL bridge eth0"
+            ]
+        );
+        assert_eq!(
+            records.load(&ContainerId::parse("c1").unwrap()).unwrap(),
+            None
+        );
     }
 }

@@ -671,7 +671,7 @@ mod tests {
     use crate::config::Config;
     use crate::records::RecordStore;
     use crate::request::{CniRequest, WireRequest};
-    use crate::testing::{RecordingExecutor, Reply, TestSource, chain};
+    use crate::testing::{RecordingExecutor, Reply, TestSource, chain, node_config};
 
     /// The recording executor, plus the pending mark the record on disk held for the
     /// attachment each call was about, at the moment of the call.
@@ -719,18 +719,9 @@ mod tests {
     /// and pod tenant/web (uid u1) selecting `networks`, ADDed as container c1.
     async fn world(networks: &str) -> World {
         let dir = tempfile::tempdir().unwrap();
-        let conf_dir = dir.path().join("net.d");
-        std::fs::create_dir_all(&conf_dir).unwrap();
-        std::fs::write(
-            conf_dir.join("10-cluster.conflist"),
-            chain("cluster", "1.0.0", &["bridge"]).to_string(),
-        )
-        .unwrap();
         let config = Config {
-            cni_conf_dir: conf_dir,
-            records_dir: dir.path().join("records"),
             dynamic_networks: true,
-            ..Config::default()
+            ..node_config(dir.path())
         };
         let source = Arc::new(TestSource::default());
         for name in ["a", "b", "c"] {
