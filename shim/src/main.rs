@@ -7,15 +7,18 @@
 //!
 //! Exit status: 0 on success; 1 with a CNI error object on stdout otherwise. Logs go to stderr.
 
+// Entered at C's `main`, without std's runtime setup (see `entry`). Tests keep the harness's.
+#![cfg_attr(not(test), no_main)]
+
 mod cni_error;
+#[cfg(not(test))]
+mod entry;
 mod http;
 mod invocation;
 mod netconf;
 
-use std::env;
-use std::io::{self, Read, Write};
+use std::io::Read;
 use std::path::Path;
-use std::process::{self, ExitCode};
 use std::time::Duration;
 
 use serde_json::json;
@@ -41,20 +44,6 @@ const TIMEOUTS: http::Timeouts = http::Timeouts {
 struct Output {
     stdout: Vec<u8>,
     success: bool,
-}
-
-fn main() -> ExitCode {
-    install_panic_hook();
-    let output = run(&|name| env::var_os(name), &mut io::stdin().lock());
-    if let Err(err) = write_stdout(&output.stdout) {
-        log(&format!("writing the reply to stdout failed: {err}"));
-        return ExitCode::FAILURE;
-    }
-    if output.success {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    }
 }
 
 fn run(env: Env, stdin: &mut impl Read) -> Output {
@@ -148,37 +137,10 @@ fn failure(err: &CniError, cni_version: &str) -> Output {
     }
 }
 
-/// Even a bug must reach the runtime as a CNI error rather than a Rust backtrace. The hook
-/// runs before the release profile's abort, and exits first.
-fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let err = CniError::new(
-            Code::Internal,
-            "plexus shim internal error",
-            info.to_string(),
-        );
-        // The config's version is out of reach here; the runtime does not check it on errors.
-        let _ = write_stdout(&err.to_json(DEFAULT_CNI_VERSION));
-        log(&info.to_string());
-        process::exit(1);
-    }));
-}
-
-/// Writes and flushes by hand: `print!` would panic if stdout is closed.
-fn write_stdout(bytes: &[u8]) -> io::Result<()> {
-    let mut stdout = io::stdout().lock();
-    stdout.write_all(bytes)?;
-    stdout.flush()
-}
-
-/// Logs are best effort, and never on stdout (the runtime parses it).
-fn log(message: &str) {
-    let _ = writeln!(io::stderr(), "plexus: {message}");
-}
-
 #[cfg(test)]
 mod tests {
     use std::ffi::OsString;
+    use std::io;
 
     use serde_json::Value;
 

@@ -301,3 +301,31 @@ fn failure_status_with_empty_body_still_yields_an_error_object() {
     assert_eq!(err["code"], 11);
     assert!(err["details"].as_str().unwrap().contains("500"));
 }
+
+/// The shim enters at C's `main`, so the checks std's entry would make are its own.
+mod process_entry {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    #[test]
+    fn a_stdout_nobody_reads_is_an_error_on_stderr_not_a_silent_sigpipe() {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_plexus"))
+            .env_clear()
+            .env("CNI_COMMAND", "VERSION")
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.signal(), None, "{output:?}");
+        assert_eq!(output.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("writing the reply to stdout failed"),
+            "{stderr}"
+        );
+    }
+}
