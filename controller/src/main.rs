@@ -213,7 +213,11 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
-    server::serve(&socket, state, until_stopped()).await?;
+    // Accepting on a worker rather than on this thread lets the connection task it spawns run
+    // next on that same worker (tokio's LIFO slot) instead of waking a second thread for every
+    // request: on a VM, an inter-processor interrupt to an idle vCPU, ~50 µs here.
+    let until = until_stopped();
+    tokio::spawn(async move { server::serve(&socket, state, until).await }).await??;
     Ok(())
 }
 
