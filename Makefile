@@ -25,8 +25,18 @@ deps:
 		apt-get update -qq && apt-get install -y -qq $(APT_INSTALL_FLAGS) $$missing; \
 	fi
 
+# The `plexus` shim as shipped links glibc statically: the copy the DaemonSet installs on a node
+# then runs whatever glibc the node has (a dynamic one needs glibc 2.34 or newer there), and
+# each exec skips the dynamic loader (README "Performance"). Cargo cannot link one package of a
+# workspace statically (the flag would reach the proc-macros), so it is built on its own, into a
+# target dir of its own, so that it never replaces a binary a running test executes. The tests,
+# the bench and the image use it (integration/src/binaries.rs). $(1): empty or --release.
+STATIC_SHIM_DIR = $${CARGO_TARGET_DIR:-target}/static-shim
+static_shim = CARGO_TARGET_DIR=$(STATIC_SHIM_DIR) $(CARGO) rustc -q $(1) -p plexus-shim --bin plexus -- -C target-feature=+crt-static
+
 build:
 	$(CARGO) build --workspace --bins
+	$(call static_shim,)
 
 demo: deps build
 	examples/standalone/demo.sh
@@ -41,7 +51,7 @@ demo-flannel2: deps build
 test: deps
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) build --workspace --bins
+	@$(MAKE) --no-print-directory build
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		echo "$(CARGO) nextest run --workspace --no-fail-fast"; \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
@@ -55,7 +65,7 @@ test: deps
 # one at a time and skips, as nextest reports, those that need the test API server.
 test-real-cluster: deps
 	@test -n "$(KUBECONFIG)" || { echo "usage: make test-real-cluster KUBECONFIG=path/to/kubeconfig"; exit 2; }
-	$(CARGO) build --workspace --bins
+	@$(MAKE) --no-print-directory build
 	PLEXUS_TEST_KUBECONFIG="$(KUBECONFIG)" $(CARGO) nextest run --profile real-cluster
 
 # The DaemonSet's image (examples/deploy/Containerfile), built with Debian's podman (crun) from a
@@ -72,7 +82,9 @@ IMAGE_BUILD := $(if $(filter release,$(IMAGE_PROFILE)),--release -p plexus-contr
 image:
 	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(IMAGE_PACKAGES)" APT_INSTALL_FLAGS=--no-install-recommends
 	$(CARGO) build $(IMAGE_BUILD)
-	examples/deploy/image-rootfs.sh $${CARGO_TARGET_DIR:-target}/$(IMAGE_PROFILE) target/image/rootfs
+	$(call static_shim,$(if $(filter release,$(IMAGE_PROFILE)),--release))
+	examples/deploy/image-rootfs.sh $${CARGO_TARGET_DIR:-target}/$(IMAGE_PROFILE)/plexusd \
+		$(STATIC_SHIM_DIR)/$(IMAGE_PROFILE)/plexus target/image/rootfs
 	podman build --quiet --runtime crun -f examples/deploy/Containerfile -t $(IMAGE) target/image
 	@size=$$(podman image inspect --format '{{.Size}}' $(IMAGE)); \
 		echo "image $(IMAGE): $$size bytes ($$(numfmt --to=iec-i --suffix=B $$size))"
@@ -82,6 +94,7 @@ image:
 # `make bench BENCH_ARGS="--reps 100"`; `target/release/plexus-bench --help` lists them.
 bench: deps
 	$(CARGO) build --release --workspace --bins
+	$(call static_shim,--release)
 	$${CARGO_TARGET_DIR:-target}/release/plexus-bench $(BENCH_ARGS)
 	rm -f target/bench/plexus-cri.json
 	$${CARGO_TARGET_DIR:-target}/release/cri-bench --reps $(CRI_REPS) --json target/bench/plexus-cri.json

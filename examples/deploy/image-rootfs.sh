@@ -1,18 +1,19 @@
 #!/bin/bash
-# Assembles the Plexus image's root filesystem (see Containerfile), from plexusd and the shim
-# (release builds, or debug ones for the tests) and this Debian machine's own files, so that
+# Assembles the Plexus image's root filesystem (see Containerfile), from plexusd and the static
+# shim (release builds, or debug ones for the tests) and this Debian machine's own files, so that
 # `make image` pulls nothing from a registry:
 #   - plexusd and the plexus shim in /usr/local/bin;
-#   - the shared libraries they need, and glibc's loader: the delegates plexusd runs come from
+#   - the shared libraries plexusd needs, and glibc's loader: the delegates plexusd runs come from
 #     the node's CNI bin dir, and plugins built against glibc (Debian's are) need it too;
 #   - iptables (nft backend) with its extensions: bridge (ipMasq), portmap and firewall run it;
 #   - /etc/protocols and /etc/services, which iptables reads to name protocols and ports.
 #
-# usage: image-rootfs.sh BIN_DIR ROOTFS   (BIN_DIR holds the built plexusd and plexus)
+# usage: image-rootfs.sh PLEXUSD SHIM ROOTFS   (the built plexusd and plexus shim)
 set -euo pipefail
 
-bin_dir=$1
-rootfs=$2
+plexusd=$1
+shim=$2
+rootfs=$3
 
 rm -rf "$rootfs"
 mkdir -p "$rootfs"/usr/{bin,sbin,lib,lib64,local/bin} "$rootfs"/{etc,run,tmp,var}
@@ -43,11 +44,11 @@ put_libraries() {
 		while read -r library; do put "$library"; done
 }
 
-for binary in plexusd plexus; do
-	# Stripped: a debug build (the image tests use one) carries hundreds of MiB of debug info.
-	install -s -m 0755 "$bin_dir/$binary" "$rootfs/usr/local/bin/$binary"
-	put_libraries "$bin_dir/$binary"
-done
+# Stripped: a debug build (the image tests use one) carries hundreds of MiB of debug info. The
+# shim is linked statically (see the Makefile), so it needs no library, here or on the node.
+install -s -m 0755 "$plexusd" "$rootfs/usr/local/bin/plexusd"
+put_libraries "$plexusd"
+install -s -m 0755 "$shim" "$rootfs/usr/local/bin/plexus"
 
 multi=/usr/sbin/xtables-nft-multi
 if [ -x "$multi" ]; then

@@ -1,7 +1,8 @@
 //! Where the built `plexusd` and `plexus` binaries are: `make test` builds them before the
 //! tests run, in the workspace's target directory next to the test binary.
 
-use std::path::PathBuf;
+use std::fs;
+use std::path::{Path, PathBuf};
 
 fn target_dir() -> PathBuf {
     // A test binary lives in target/<profile>/deps/, a bin of this crate (the demos) in
@@ -28,8 +29,28 @@ pub fn plexusd() -> PathBuf {
     binary("plexusd")
 }
 
+/// The shim as shipped, linked statically (`make` builds it into target/static-shim/, see the
+/// Makefile), unless the workspace's own build of it is newer: then the shim's code changed
+/// since (a bare `cargo nextest run` rebuilds only that one), and the newer code is tested.
 pub fn shim() -> PathBuf {
-    binary("plexus")
+    let workspace = binary("plexus");
+    let shipped = static_shim();
+    let modified = |path: &Path| fs::metadata(path).and_then(|m| m.modified()).ok();
+    match (modified(&shipped), modified(&workspace)) {
+        (Some(shipped_at), Some(workspace_at)) if shipped_at >= workspace_at => shipped,
+        _ => workspace,
+    }
+}
+
+/// Where `make` puts the statically linked shim of this profile.
+pub fn static_shim() -> PathBuf {
+    let dir = target_dir();
+    let profile = dir.file_name().expect("profile dir");
+    dir.parent()
+        .expect("target dir")
+        .join("static-shim")
+        .join(profile)
+        .join("plexus")
 }
 
 /// The test stand-in for the flannel CNI plugin (`src/bin/flannel.rs`).

@@ -54,3 +54,29 @@ fn status_succeeds_when_the_source_and_cluster_network_are_ready() {
     let status = node.cni("STATUS", &web, &node.plexus_conf("1.1.0"));
     assert!(status.success() && status.stdout.is_empty(), "{status:?}");
 }
+
+/// The shim the DaemonSet installs runs in the node's own root, whatever glibc that has (a
+/// dynamically linked one would need glibc 2.34 or newer there): it needs no shared library.
+/// Here, a root that holds nothing but the shim.
+#[test]
+fn the_shipped_shim_runs_in_a_root_without_any_library() {
+    let shim = plexus_integration::binaries::static_shim();
+    assert!(
+        shim.is_file(),
+        "{} is missing: `make test` builds it (see the Makefile's static_shim)",
+        shim.display()
+    );
+    let root = tempfile::tempdir().unwrap();
+    std::fs::copy(&shim, root.path().join("plexus")).unwrap();
+    let output = std::process::Command::new("/usr/sbin/chroot")
+        .arg(root.path())
+        .arg("/plexus")
+        .env_clear()
+        .env("CNI_COMMAND", "VERSION")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let reply: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(reply["cniVersion"], "1.1.0");
+}

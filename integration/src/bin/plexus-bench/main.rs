@@ -1035,11 +1035,14 @@ fn targets(report: &Map<String, Value>) -> Value {
         "<= 1.5",
         |v| v <= 1.5,
     );
+    // Issue 6 asked for 1 MiB when the shim was linked dynamically. Linked statically (glibc
+    // included, ~0.6 MiB of it) it is larger but starts faster, since an exec touches only the
+    // pages it runs; the line moved with that, to 1.25 MiB.
     add(
-        "stripped shim (bytes)".into(),
+        "stripped shim, static (bytes)".into(),
         f("shim_size_bytes"),
-        "<= 1048576",
-        |v| v <= 1_048_576.0,
+        "<= 1310720",
+        |v| v <= 1_310_720.0,
     );
     add(
         "plexusd RSS idle (KiB)".into(),
