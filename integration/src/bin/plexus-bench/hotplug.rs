@@ -50,7 +50,7 @@ pub fn measure(kube: bool, changes: usize) -> Result<HotplugResult> {
         node.apply_nad(world::NAMESPACE, "sec1", &world::secondary(1));
         node.apply_pod(&pod, json!({}));
     }
-    node.wait_for_readyz("nads=1 pods=1\n", Duration::from_secs(20));
+    node.wait_for_counts(1, 1, Duration::from_secs(20));
     let added = node.add(&pod);
     if !added.success() {
         return Err(format!("ADD of the hot-plug pod failed: {}", added.stdout));
