@@ -3,11 +3,21 @@
 //! A record holds everything DEL, CHECK and GC need (the delegates as resolved at ADD and
 //! their results), so those commands never depend on the pod, the NAD or the API server.
 //! Writes go to a temp file that is fsynced and renamed over the record, and the directory is
-//! fsynced, so after a crash a record is either the old or the new version, never half.
+//! fsynced, so after a crash a record is either the old or the new version, never half. An
+//! ADD's intent is the exception: its file is written without an fsync, and the intent journal
+//! (`journal`, `intents`) makes it durable for less; the record is fsynced once the ADD has
+//! replied.
 
+mod intents;
+mod journal;
+
+pub use intents::Intent;
+
+use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
@@ -145,6 +155,11 @@ pub struct PodRecord {
     /// hot-plug keeps out of it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub deleting: bool,
+    /// The ADD intent this record carries on, numbered in the order intents were made: after
+    /// a crash, an intent in the journal newer than the record file replaces it. `None` for
+    /// records not made by an ADD (adopted ones) and those from before the journal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<u64>,
 }
 
 /// Where and when a record was adopted from Multus's per-container cache.
@@ -159,13 +174,21 @@ pub struct Adoption {
 #[derive(Clone)]
 pub struct RecordStore {
     dir: PathBuf,
+    /// `None` where it could not be made (a full or read-only disk at start): every intent is
+    /// then an fsynced record file.
+    journal: Option<Arc<journal::Journal>>,
+    /// Intents found in the journal at start whose record file could not be written then (a
+    /// full or read-only disk): they stand for their records, here and in their slots, until
+    /// the container's record is saved or removed.
+    unrestored: Arc<Mutex<HashMap<ContainerId, intents::Unrestored>>>,
 }
 
 const SUFFIX: &str = ".json";
 const TEMP_SUFFIX: &str = ".tmp";
 
 impl RecordStore {
-    /// Opens (and creates) the directory, removing temp files a crash left behind.
+    /// Opens (and creates) the directory, removing temp files a crash left behind, starts the
+    /// intent journal, and turns the intents a crash left in it into records (`restore`).
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, RecordError> {
         let dir = dir.into();
         let io_err = |source| RecordError::Io {
@@ -178,7 +201,23 @@ impl RecordStore {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(Self { dir })
+        let found = journal::Found::read(&dir).map_err(io_err)?;
+        let journal = match journal::Journal::start(&dir, &found) {
+            Ok(journal) => Some(Arc::new(journal)),
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "no intent journal: every ADD's intent is fsynced as its record file");
+                None
+            }
+        };
+        let store = Self {
+            dir,
+            journal,
+            unrestored: Arc::default(),
+        };
+        for (slot, payload) in journal::Journal::claim(store.journal.as_deref(), found) {
+            store.restore(slot, &payload);
+        }
+        Ok(store)
     }
 
     pub fn dir(&self) -> &Path {
@@ -190,31 +229,45 @@ impl RecordStore {
     }
 
     pub fn load(&self, id: &ContainerId) -> Result<Option<PodRecord>, RecordError> {
+        if let Some(stand_in) = self.stand_in(id) {
+            return Ok(Some(stand_in));
+        }
         read_record(&self.path(id))
     }
 
+    /// Writes `record` and makes it durable (fsync of the file and the directory).
     pub fn save(&self, record: &PodRecord) -> Result<(), RecordError> {
+        self.write(record, true).map_err(|source| RecordError::Io {
+            path: self.path(&record.container_id),
+            source,
+        })?;
+        self.settle_unrestored(&record.container_id);
+        Ok(())
+    }
+
+    /// Writes `record` to a temp file renamed over the record; `durable` fsyncs the file
+    /// before the rename and the directory after it.
+    fn write(&self, record: &PodRecord, durable: bool) -> io::Result<()> {
         let path = self.path(&record.container_id);
         let temp = self
             .dir
             .join(format!("{}{TEMP_SUFFIX}", record.container_id));
-        let io_err = |source| RecordError::Io {
-            path: path.clone(),
-            source,
-        };
-        let bytes = serde_json::to_vec_pretty(record).map_err(|e| io_err(io::Error::other(e)))?;
-        let mut file = File::create(&temp).map_err(io_err)?;
+        let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
+        let mut file = File::create(&temp)?;
         let written = file
             .write_all(&bytes)
-            .and_then(|()| file.sync_all())
+            .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
             .and_then(|()| fs::rename(&temp, &path));
-        if let Err(source) = written {
+        if let Err(error) = written {
             // A full disk takes the inode but not the data: the half-written temp file must
             // not stay behind (only a restart would sweep it otherwise).
             let _ = fs::remove_file(&temp);
-            return Err(io_err(source));
+            return Err(error);
         }
-        self.sync_dir()
+        if durable {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
     }
 
     /// Removes the record; a record that is already gone is fine (DEL is idempotent). The
@@ -224,10 +277,12 @@ impl RecordStore {
     pub fn remove(&self, id: &ContainerId) -> Result<(), RecordError> {
         let path = self.path(id);
         match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(RecordError::Io { path, source }),
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(RecordError::Io { path, source }),
         }
+        self.settle_unrestored(id);
+        Ok(())
     }
 
     /// Every record, for GC. Unreadable records are returned as errors, not skipped silently.
@@ -236,10 +291,13 @@ impl RecordStore {
             path: self.dir.clone(),
             source,
         })?;
-        let mut records = Vec::new();
+        let stand_ins = self.stand_ins();
+        let mut records: Vec<_> = stand_ins.values().cloned().map(Ok).collect();
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.to_string_lossy().ends_with(SUFFIX) {
+            let stood_in =
+                record_id(&entry.file_name()).is_some_and(|id| stand_ins.contains_key(&id));
+            if path.to_string_lossy().ends_with(SUFFIX) && !stood_in {
                 match read_record(&path) {
                     Ok(Some(record)) => records.push(Ok(record)),
                     Ok(None) => {}
@@ -256,35 +314,25 @@ impl RecordStore {
             path: self.dir.clone(),
             source,
         })?;
-        Ok(entries
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                ContainerId::parse(name.strip_suffix(SUFFIX)?).ok()
-            })
-            .collect())
+        let mut ids: Vec<ContainerId> = self.stand_ins().into_keys().collect();
+        for id in entries.flatten().filter_map(|e| record_id(&e.file_name())) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        Ok(ids)
     }
 
     /// How many records there are (unreadable ones included).
     pub fn count(&self) -> usize {
-        std::fs::read_dir(&self.dir)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .filter(|e| e.file_name().to_string_lossy().ends_with(SUFFIX))
-                    .count()
-            })
-            .unwrap_or(0)
+        self.ids().map_or(0, |ids| ids.len())
     }
+}
 
-    fn sync_dir(&self) -> Result<(), RecordError> {
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|source| RecordError::Io {
-                path: self.dir.clone(),
-                source,
-            })
-    }
+/// The container whose record a file in the directory is.
+fn record_id(file_name: &std::ffi::OsStr) -> Option<ContainerId> {
+    let name = file_name.to_string_lossy();
+    ContainerId::parse(name.strip_suffix(SUFFIX)?).ok()
 }
 
 fn read_record(path: &Path) -> Result<Option<PodRecord>, RecordError> {
@@ -315,12 +363,19 @@ mod tests {
     use crate::testing::chain;
     use crate::testing::dir_entries;
 
-    fn id(value: &str) -> ContainerId {
+    /// The records directory's entries but the journal, which is always there.
+    pub(super) fn records_in(dir: &Path) -> Vec<String> {
+        let mut names = dir_entries(dir);
+        names.retain(|name| name != journal::FILE_NAME);
+        names
+    }
+
+    pub(super) fn id(value: &str) -> ContainerId {
         ContainerId::parse(value).unwrap()
     }
 
     /// A record with every optional part filled in.
-    fn full_record(container: &str) -> PodRecord {
+    pub(super) fn full_record(container: &str) -> PodRecord {
         let cluster = Delegate::test("cluster", chain("cluster", "1.0.0", &["bridge", "portmap"]))
             .cluster()
             .with_runtime_config(json!({"portMappings": [{"hostPort": 80, "containerPort": 8080, "protocol": "tcp"}]}))
@@ -462,7 +517,7 @@ mod tests {
         record.network_status.clear();
         store.save(&record).unwrap();
         assert_eq!(store.load(&id("c1")).unwrap(), Some(record));
-        assert_eq!(dir_entries(store.dir()), ["c1.json"]);
+        assert_eq!(records_in(store.dir()), ["c1.json"]);
     }
 
     #[test]
@@ -479,7 +534,7 @@ mod tests {
         .unwrap();
         fs::write(dir.path().join("c2.tmp"), b"").unwrap();
         let reopened = RecordStore::open(dir.path()).unwrap();
-        assert_eq!(dir_entries(dir.path()), ["c1.json"]);
+        assert_eq!(records_in(dir.path()), ["c1.json"]);
         assert_eq!(reopened.load(&id("c1")).unwrap(), Some(record));
         assert_eq!(reopened.load(&id("c2")).unwrap(), None);
     }
@@ -494,7 +549,7 @@ mod tests {
         store.remove(&id("c1")).unwrap();
         assert_eq!(store.load(&id("c1")).unwrap(), None);
         store.remove(&id("c1")).unwrap();
-        assert!(dir_entries(dir.path()).is_empty());
+        assert!(records_in(dir.path()).is_empty());
     }
 
     #[test]
@@ -588,7 +643,7 @@ mod tests {
         fs::create_dir_all(dir.path().join("c1.json/occupied")).unwrap();
         let error = store.save(&full_record("c1")).unwrap_err();
         assert!(matches!(error, RecordError::Io { .. }), "{error}");
-        assert_eq!(dir_entries(dir.path()), ["c1.json"]);
+        assert_eq!(records_in(dir.path()), ["c1.json"]);
     }
 
     #[test]

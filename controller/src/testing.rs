@@ -334,6 +334,7 @@ impl PodRecord {
             attachments,
             network_status: Vec::new(),
             deleting: false,
+            intent: None,
         }
     }
 }

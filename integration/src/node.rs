@@ -718,7 +718,9 @@ impl Node {
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|name| name != "adopted")
+            // Not records: Multus adoption marks, and the intent journal (plexusd's
+            // records::journal), which is always there.
+            .filter(|name| name != "adopted" && name != "intents.journal")
             .collect();
         found.sort();
         found

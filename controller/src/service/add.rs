@@ -16,7 +16,7 @@ use crate::failures::Failure;
 use crate::locks::ContainerGuard;
 use crate::names::{ContainerId, IfName, PodKey};
 use crate::netlink;
-use crate::records::{Attachment, PodRecord, RecordError};
+use crate::records::{Attachment, Intent, PodRecord};
 use crate::request::CniRequest;
 use crate::resolve::Delegate;
 use crate::service::Recorded;
@@ -49,34 +49,36 @@ impl Plexus {
             .await;
         if let Some(key) = &pod_key {
             match &outcome {
-                Ok((_, record)) => self.tell_pod_attached(key, uid, &record.network_status),
+                Ok((_, record, _)) => self.tell_pod_attached(key, uid, &record.network_status),
                 Err(error) => self.tell_pod_failed(key, uid, error),
             }
         }
-        if let Ok((_, record)) = &outcome {
+        if let Ok((_, record, _)) = &outcome {
             self.publish_claim_devices(&record.attachments);
         }
-        let (reply, record) = outcome?;
-        self.save_after_reply(record, container, gc);
+        let (reply, record, intent) = outcome?;
+        self.save_after_reply(record, intent, container, gc);
         Ok(reply)
     }
 
-    /// Writes the record with the results once the reply is on its way. The intent, written
-    /// and fsynced before any delegate ran, already lets DEL and GC undo everything after a
-    /// crash, so the runtime does not wait for a second round of fsyncs; what a crash in between
-    /// loses is only the results, which CHECK and the network-status read-back use. The
-    /// container's lock and the GC gate stay held until the write is done, so every later
-    /// operation on the container (DEL, CHECK, GC, another ADD, the read-back) sees it.
+    /// Writes the record with the results once the reply is on its way, fsynced, and then lets
+    /// go of its intent. The intent, durable before any delegate ran, already lets DEL and GC
+    /// undo everything after a crash, so the runtime does not wait for this fsync; what a
+    /// crash in between loses is only the results, which CHECK and the network-status
+    /// read-back use. The container's lock and the GC gate stay held until the write is done,
+    /// so every later operation on the container (DEL, CHECK, GC, another ADD, the
+    /// read-back) sees it.
     fn save_after_reply(
         &self,
         record: PodRecord,
+        intent: Intent,
         container: ContainerGuard,
         gc: tokio::sync::OwnedRwLockReadGuard<()>,
     ) {
         let records = self.records.clone();
         let recorded = self.recorded.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(error) = records.save(&record) {
+            if let Err(error) = records.settle(&record, intent) {
                 tracing::error!(container = %record.container_id, %error, "the ADD's results were not recorded; DEL and GC still work from its intent");
             }
             drop((container, gc));
@@ -99,7 +101,7 @@ impl Plexus {
         pod_key: Option<&PodKey>,
         pod: Option<&PodInfo>,
         uid: Option<&str>,
-    ) -> Result<(Vec<u8>, PodRecord)> {
+    ) -> Result<(Vec<u8>, PodRecord, Intent)> {
         let delegates = self.resolve(request, ifname, pod_key, pod).await?;
         let mut record = PodRecord {
             container_id: id.clone(),
@@ -117,6 +119,7 @@ impl Plexus {
                 .collect(),
             network_status: Vec::new(),
             deleting: false,
+            intent: None,
         };
         self.offer_device_info(&delegates);
         let target = Target {
@@ -125,60 +128,78 @@ impl Plexus {
         };
         // The intent covers every delegate before any acts: after a crash, DEL undoes them
         // all, and DEL of a delegate that never ran is harmless. Without it nothing may run.
-        // The first plugin starts while the intent is fsynced and gets its config only once
-        // that is done (`cni::gate`), so the fsync costs no time of its own.
+        // The first plugin starts while the intent is made durable and gets its config only
+        // once that is done (`cni::gate`), so the intent costs no time of its own. The intent
+        // is polled first, so that its write is under way before the plugin's exec.
         let (durable, ready) = oneshot::channel();
         let exec = FirstCallWaits::new(self.executor.as_ref(), ready);
-        let (attached, saved) = tokio::join!(
+        let (saved, attached) = tokio::join!(
+            self.save_intent(&mut record, durable),
             self.attach_and_route(&exec, &delegates, target),
-            self.save_intent(&record, durable),
         );
-        if let Err(error) = saved {
-            // The gate stops the first plugin unfed, so the attach failed and nothing acted.
-            // An executor that let the plugins act all the same is undone here, as no record
-            // will let a DEL find them; a failed attach has already rolled itself back. What
-            // is still left cannot be recorded, so it is at least named.
-            let left = match attached {
-                Ok(added) => {
-                    let acted = attach::attachments(&delegates, added);
-                    attach::rollback(self.executor.as_ref(), acted, target).await
-                }
-                Err((_, leftovers)) => leftovers,
-            };
-            for attachment in &left {
-                tracing::error!(container = %id, network = %attachment.delegate.network, ifname = %attachment.delegate.ifname, "left attached with no record to undo it by: the records dir is unwritable");
+        let intent = match saved {
+            Ok(intent) => intent,
+            Err(error) => {
+                self.undo_unrecorded(id, &delegates, attached, target).await;
+                return Err(error);
             }
-            return Err(error);
-        }
+        };
         let added = match attached {
             Ok(added) => added,
             Err((error, leftovers)) => {
-                self.keep_only(record, leftovers)?;
+                self.keep_only(record, leftovers, intent)?;
                 return Err(error);
             }
         };
         let results: Vec<Value> = added.iter().map(|a| a.result.clone()).collect();
-        let (reply, statuses) = self.report(request, &delegates, &results)?;
+        let (reply, statuses) = match self.report(request, &delegates, &results) {
+            Ok(reported) => reported,
+            Err(error) => {
+                // Everything stays attached for the runtime's DEL, which the intent's record
+                // finds, so it is made durable before the intent is let go of.
+                self.records.settle(&record, intent)?;
+                return Err(error);
+            }
+        };
         for (attachment, added) in record.attachments.iter_mut().zip(added) {
             attachment.result = Some(added.result);
             attachment.attached = Some(added.attached);
         }
         record.network_status = statuses;
-        Ok((reply, record))
+        Ok((reply, record, intent))
     }
 
-    /// Writes and fsyncs the intent on a blocking thread; `durable` learns whether it worked.
-    async fn save_intent(&self, record: &PodRecord, durable: oneshot::Sender<bool>) -> Result<()> {
-        let records = self.records.clone();
-        let record = record.clone();
-        let saved = tokio::task::spawn_blocking(move || records.save(&record))
-            .await
-            .unwrap_or_else(|join| {
-                Err(RecordError::Io {
-                    path: self.records.dir().to_owned(),
-                    source: std::io::Error::other(join),
-                })
-            });
+    /// After an intent that could not be saved. The gate stops the first plugin unfed, so the
+    /// attach failed and nothing acted. An executor that let the plugins act all the same is
+    /// undone here, as no record will let a DEL find them; a failed attach has already rolled
+    /// itself back. What is still left cannot be recorded, so it is at least named.
+    async fn undo_unrecorded(
+        &self,
+        id: &ContainerId,
+        delegates: &[Delegate],
+        attached: Result<Vec<Added>, (Error, Vec<Attachment>)>,
+        target: Target<'_>,
+    ) {
+        let left = match attached {
+            Ok(added) => {
+                let acted = attach::attachments(delegates, added);
+                attach::rollback(self.executor.as_ref(), acted, target).await
+            }
+            Err((_, leftovers)) => leftovers,
+        };
+        for attachment in &left {
+            tracing::error!(container = %id, network = %attachment.delegate.network, ifname = %attachment.delegate.ifname, "left attached with no record to undo it by: the records dir is unwritable");
+        }
+    }
+
+    /// Makes the intent durable (`RecordStore::save_intent`); `durable` learns whether it
+    /// worked.
+    async fn save_intent(
+        &self,
+        record: &mut PodRecord,
+        durable: oneshot::Sender<bool>,
+    ) -> Result<Intent> {
+        let saved = self.records.save_intent(record).await;
         // Nobody listens when the ADD failed before its first plugin: nothing to hold back.
         let _ = durable.send(saved.is_ok());
         saved.map_err(|source| Error::RecordsUnwritable {
@@ -297,8 +318,14 @@ impl Plexus {
     }
 
     /// After a failed ADD: the record keeps only what the rollback could not remove, so the
-    /// runtime's DEL retries exactly that; with nothing left, the record goes.
-    fn keep_only(&self, mut record: PodRecord, leftovers: Vec<Attachment>) -> Result<()> {
+    /// runtime's DEL retries exactly that; with nothing left, the record goes. Either way its
+    /// intent is let go of.
+    fn keep_only(
+        &self,
+        mut record: PodRecord,
+        leftovers: Vec<Attachment>,
+        intent: Intent,
+    ) -> Result<()> {
         let gone: Vec<Attachment> = record
             .attachments
             .iter()
@@ -311,10 +338,12 @@ impl Plexus {
             .collect();
         self.release_devices(&gone, &leftovers);
         if leftovers.is_empty() {
-            return Ok(self.records.remove(&record.container_id)?);
+            self.records.remove(&record.container_id)?;
+            self.records.let_go(intent);
+            return Ok(());
         }
         record.attachments = leftovers;
-        Ok(self.records.save(&record)?)
+        Ok(self.records.settle(&record, intent)?)
     }
 
     async fn move_default_route(

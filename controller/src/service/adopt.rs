@@ -239,6 +239,7 @@ impl Plexus {
             attachments,
             network_status: statuses,
             deleting: false,
+            intent: None,
         })
     }
 

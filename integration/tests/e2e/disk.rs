@@ -7,7 +7,9 @@ use crate::fixtures::{bridge, nad, pod};
 
 fn node_on_a_small_disk(web: &Pod) -> Node {
     Node::builder()
-        .records_tmpfs(256)
+        // Room for the intent journal (512 KiB, written when plexusd starts), so that a full
+        // disk is full with the journal in place, as on a node.
+        .records_tmpfs(1024)
         .manifest(
             "n.yaml",
             &nad(
@@ -44,6 +46,9 @@ fn assert_refused_before_any_delegate(node: &Node, web: &Pod, cause: &str) {
 fn a_full_records_disk_fails_the_add_before_any_delegate_runs() {
     let web = Pod::new("tenant", "web");
     let node = node_on_a_small_disk(&web);
+    // The journal's slots were written at start and need no new space; the intent's record
+    // file does, and that is refused before any delegate runs.
+    assert!(node.records_dir().join("intents.journal").is_file());
     node.records_mount().fill();
     assert_refused_before_any_delegate(&node, &web, "No space left on device");
     assert!(node.del(&web).success());

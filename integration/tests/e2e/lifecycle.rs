@@ -203,6 +203,47 @@ kill -9 $PPID"#,
     node.assert_clean();
 }
 
+/// A machine crash, as far as Plexus sees it: the record file an ADD's intent wrote was only
+/// in the page cache and is gone, while host-local's allocation, written after the intent,
+/// is on disk. The intent journal, fdatasynced before the first plugin was fed, brings the
+/// record back when plexusd starts, and the runtime's DEL releases the address.
+#[test]
+fn an_intent_whose_record_a_machine_crash_lost_comes_back_from_the_journal() {
+    let web = Pod::new("tenant", "web");
+    // The cluster chain's second plugin: the first (bridge + host-local) has allocated an
+    // address; this one dies with plexusd, as the machine would, before the ADD ends.
+    let crash = r#"cat >/dev/null
+[ "$CNI_COMMAND" = ADD ] || exit 0
+kill -9 $PPID"#;
+    let node = Node::builder()
+        .plugin("crash", crash)
+        .cluster(json!({"cniVersion": "1.0.0", "name": "cluster", "plugins": [
+            {"type": "bridge", "bridge": "cni0", "isGateway": true,
+             "ipam": {"type": "host-local", "ranges": [[{"subnet": "198.18.18.0/24"}]], "dataDir": "@IPAM@"}},
+            {"type": "crash"}
+        ]}))
+        .start();
+
+    assert!(!node.add(&web).success(), "plexusd died during the ADD");
+    node.kill_plexusd();
+    assert_eq!(node.ipam_allocations().len(), 1);
+    let record = format!("{}.json", web.container_id);
+    assert_eq!(node.records(), std::slice::from_ref(&record));
+    std::fs::remove_file(node.records_dir().join(&record)).unwrap();
+
+    node.start_plexusd();
+    assert_eq!(node.records(), [record], "restored from the journal");
+    assert!(
+        node.log()
+            .contains("record restored from the intent journal"),
+        "{}",
+        node.log()
+    );
+    assert!(node.del(&web).success());
+    assert!(web.link_names().is_empty());
+    node.assert_clean();
+}
+
 #[test]
 fn del_of_a_pod_attached_before_plexus_releases_its_cluster_address() {
     let old = Pod::new("tenant", "old");
