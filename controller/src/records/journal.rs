@@ -54,7 +54,7 @@ struct Job {
 pub struct Journal {
     path: PathBuf,
     free: Mutex<Vec<usize>>,
-    jobs: Mutex<mpsc::Sender<Job>>,
+    jobs: mpsc::Sender<Job>,
 }
 
 /// The intents a journal held when plexusd started.
@@ -111,7 +111,7 @@ impl Journal {
         Ok(Self {
             path,
             free: Mutex::new(free),
-            jobs: Mutex::new(jobs),
+            jobs,
         })
     }
 
@@ -151,8 +151,7 @@ impl Journal {
             before: Box::new(before),
             done,
         };
-        let sent = self.jobs.lock().map(|jobs| jobs.send(job));
-        if let Ok(Err(mpsc::SendError(job))) = sent {
+        if let Err(mpsc::SendError(job)) = self.jobs.send(job) {
             let _ = job
                 .done
                 .send(Err(io::Error::other("the journal's writer is gone")));
