@@ -24,8 +24,8 @@ use tokio::sync::oneshot;
 
 /// The journal's name in the records directory.
 pub const FILE_NAME: &str = "intents.journal";
-/// Bytes per slot: an ADD's intent of five networks is ~3 KiB of JSON. One that is larger
-/// is saved as an fsynced record file instead.
+/// Bytes per slot: an intent is its delegates' configs and a few hundred bytes more (0.5 KiB
+/// for one small plugin). One that is larger is saved as an fsynced record file instead.
 const SLOT_SIZE: usize = 8 * 1024;
 /// How many intents may be in flight at once before the next ones are fsynced as files: an
 /// intent holds its slot from before its first plugin until its record is on disk.
