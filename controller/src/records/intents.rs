@@ -135,6 +135,9 @@ impl RecordStore {
         match written {
             Ok(()) => Ok(Intent::Journaled(slot)),
             Err(source) => {
+                // Nothing may act on an intent that is not durable, so its record file, if
+                // it was written before the journal failed, stands for nothing.
+                let _ = std::fs::remove_file(self.path(&record.container_id));
                 journal.release(slot);
                 Err(io_err(source))
             }
@@ -301,6 +304,20 @@ mod tests {
         assert_eq!(reopened.load(&id("c1")).unwrap(), None);
         assert!(journal::Found::read(dir.path()).unwrap().is_empty());
         assert_eq!(after_a_crash(dir.path()).count(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_intent_the_journal_cannot_take_fails_and_leaves_no_record_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        // The journal's file is gone, and nothing can be opened in its place.
+        fs::remove_file(dir.path().join(journal::FILE_NAME)).unwrap();
+        fs::create_dir(dir.path().join(journal::FILE_NAME)).unwrap();
+
+        let error = store.save_intent(&mut full_record("c1")).await.unwrap_err();
+        assert!(matches!(error, RecordError::Io { .. }), "{error}");
+        assert_eq!(store.load(&id("c1")).unwrap(), None);
+        assert!(records_in(dir.path()).is_empty());
     }
 
     #[tokio::test]
