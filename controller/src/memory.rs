@@ -13,10 +13,11 @@ use std::time::Duration;
 /// every blocking thread of a burst grow an arena of its own.
 const MALLOC_ARENAS: i32 = 2;
 
-/// Blocking threads (record writes and fsyncs) at most, and how long an idle one lives. A
-/// thread that has to be started for an ADD costs nothing the runtime waits for: it starts
-/// while the first plugin is exec'd. Eight let a burst's fsyncs share journal commits; the
-/// stacks of a burst's threads are gone a second after it.
+/// Blocking threads (record writes and fsyncs) at most, and how long an idle one lives. An
+/// ADD's reply waits for none of them when the intent journal takes its intent (the journal
+/// has a thread of its own); they write the records after the reply, and the intents the
+/// journal cannot take. Eight let a burst's fsyncs share the filesystem's journal commits;
+/// the stacks of a burst's threads are gone a second after it.
 const MAX_BLOCKING_THREADS: usize = 8;
 const BLOCKING_KEEP_ALIVE: Duration = Duration::from_secs(1);
 

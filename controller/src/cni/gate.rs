@@ -2,8 +2,9 @@
 //!
 //! The intent record has to be durable before any delegate can change anything, but a plugin
 //! changes nothing before it has read its config on stdin. So the first plugin is started
-//! while the record is being fsynced and only fed once the fsync is done: the exec (about a
-//! millisecond here, more for a Go plugin's start-up) hides the fsync instead of following it.
+//! while the intent is being made durable (`records::journal`) and only fed once that is done:
+//! the exec (about a millisecond here, more for a Go plugin's start-up) hides the write
+//! instead of following it.
 
 use std::sync::Mutex;
 
