@@ -237,25 +237,26 @@ impl RecordStore {
 
     /// Writes `record` and makes it durable (fsync of the file and the directory).
     pub fn save(&self, record: &PodRecord) -> Result<(), RecordError> {
-        self.write(record, true).map_err(|source| RecordError::Io {
-            path: self.path(&record.container_id),
-            source,
-        })?;
-        self.settle_unrestored(&record.container_id);
+        let id = &record.container_id;
+        serde_json::to_vec_pretty(record)
+            .map_err(io::Error::other)
+            .and_then(|bytes| self.write(id, &bytes, true))
+            .map_err(|source| RecordError::Io {
+                path: self.path(id),
+                source,
+            })?;
+        self.settle_unrestored(id);
         Ok(())
     }
 
-    /// Writes `record` to a temp file renamed over the record; `durable` fsyncs the file
-    /// before the rename and the directory after it.
-    fn write(&self, record: &PodRecord, durable: bool) -> io::Result<()> {
-        let path = self.path(&record.container_id);
-        let temp = self
-            .dir
-            .join(format!("{}{TEMP_SUFFIX}", record.container_id));
-        let bytes = serde_json::to_vec_pretty(record).map_err(io::Error::other)?;
+    /// Writes `bytes` (a record as JSON) to a temp file renamed over `id`'s record; `durable`
+    /// fsyncs the file before the rename and the directory after it.
+    fn write(&self, id: &ContainerId, bytes: &[u8], durable: bool) -> io::Result<()> {
+        let path = self.path(id);
+        let temp = self.dir.join(format!("{id}{TEMP_SUFFIX}"));
         let mut file = File::create(&temp)?;
         let written = file
-            .write_all(&bytes)
+            .write_all(bytes)
             .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
             .and_then(|()| fs::rename(&temp, &path));
         if let Err(error) = written {
@@ -314,12 +315,13 @@ impl RecordStore {
             path: self.dir.clone(),
             source,
         })?;
-        let mut ids: Vec<ContainerId> = self.stand_ins().into_keys().collect();
-        for id in entries.flatten().filter_map(|e| record_id(&e.file_name())) {
-            if !ids.contains(&id) {
-                ids.push(id);
-            }
-        }
+        let stand_ins = self.stand_ins();
+        let mut ids: Vec<ContainerId> = entries
+            .flatten()
+            .filter_map(|e| record_id(&e.file_name()))
+            .filter(|id| !stand_ins.contains_key(id))
+            .collect();
+        ids.extend(stand_ins.into_keys());
         Ok(ids)
     }
 

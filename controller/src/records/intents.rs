@@ -104,30 +104,32 @@ impl RecordStore {
 
     /// Writes `record`, an ADD's intent, and makes it durable: into the journal, with the
     /// record file written but not fsynced, or (no free slot, too large, no journal) as an
-    /// fsynced record file. Numbers the intent. Everything that can block runs off the
-    /// async workers, and what is sent to the journal's writer goes before the first await,
-    /// so the write is under way before the caller's next future starts.
+    /// fsynced record file. Numbers the intent. It is serialized once, compact, for the slot
+    /// and the file alike (the record with the results is written pretty). Everything that
+    /// can block runs off the async workers, and what is sent to the journal's writer goes
+    /// before the first await, so the write is under way before the caller's next future
+    /// starts.
     pub async fn save_intent(&self, record: &mut PodRecord) -> Result<Intent, RecordError> {
         record.intent = Some(next_intent());
+        let id = record.container_id.clone();
         let io_err = |source| RecordError::Io {
-            path: self.path(&record.container_id),
+            path: self.path(&id),
             source,
         };
         let payload = serde_json::to_vec(record).map_err(|e| io_err(io::Error::other(e)))?;
         let journaled = self.journal.as_ref().and_then(|journal| {
             let slot = journal.reserve(payload.len())?;
-            let store = self.clone();
-            let file = record.clone();
-            let durable = journal.commit(&slot, &payload, move || store.write(&file, false));
+            let (store, id, file) = (self.clone(), id.clone(), payload.clone());
+            let durable = journal.commit(&slot, &payload, move || store.write(&id, &file, false));
             Some((journal, slot, durable))
         });
         let Some((journal, slot, durable)) = journaled else {
-            let store = self.clone();
-            let file = record.clone();
-            return tokio::task::spawn_blocking(move || store.save(&file))
+            let (store, id) = (self.clone(), id.clone());
+            return tokio::task::spawn_blocking(move || store.write(&id, &payload, true))
                 .await
                 .map_err(|join| io_err(io::Error::other(join)))?
-                .map(|()| Intent::Filed);
+                .map(|()| Intent::Filed)
+                .map_err(io_err);
         };
         let written = durable
             .await
@@ -137,7 +139,7 @@ impl RecordStore {
             Err(source) => {
                 // Nothing may act on an intent that is not durable, so its record file, if
                 // it was written before the journal failed, stands for nothing.
-                let _ = std::fs::remove_file(self.path(&record.container_id));
+                let _ = std::fs::remove_file(self.path(&id));
                 journal.release(slot);
                 Err(io_err(source))
             }
@@ -167,12 +169,12 @@ fn next_intent() -> u64 {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
-    let previous = LAST
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
-            Some(now.max(last + 1))
-        })
-        .unwrap_or(0);
-    now.max(previous + 1)
+    let next = |last: u64| now.max(last + 1);
+    // The closure never declines, so this is always `Ok` with the number before ours.
+    let last = LAST.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+        Some(next(last))
+    });
+    next(last.unwrap_or_else(|last| last))
 }
 
 /// The journal's side of a crash: the record file an ADD's intent wrote went with the page
@@ -185,12 +187,18 @@ mod tests {
     use super::*;
     use crate::records::tests::{full_record, id, records_in};
 
+    /// A store in a new directory.
+    fn new_store() -> (tempfile::TempDir, RecordStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        (dir, store)
+    }
+
     /// A store in a new directory, with `record`'s intent saved.
     async fn with_intent(
         mut record: PodRecord,
     ) -> (tempfile::TempDir, RecordStore, PodRecord, Intent) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RecordStore::open(dir.path()).unwrap();
+        let (dir, store) = new_store();
         let intent = store.save_intent(&mut record).await.unwrap();
         (dir, store, record, intent)
     }
@@ -257,8 +265,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_intent_too_large_for_a_slot_is_an_fsynced_record_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RecordStore::open(dir.path()).unwrap();
+        let (_dir, store) = new_store();
         let mut record = full_record("c1");
         record.netns = "x".repeat(16 * 1024);
         let intent = store.save_intent(&mut record).await.unwrap();
@@ -308,8 +315,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_intent_the_journal_cannot_take_fails_and_leaves_no_record_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RecordStore::open(dir.path()).unwrap();
+        let (dir, store) = new_store();
         // The journal's file is gone, and nothing can be opened in its place.
         fs::remove_file(dir.path().join(journal::FILE_NAME)).unwrap();
         fs::create_dir(dir.path().join(journal::FILE_NAME)).unwrap();
@@ -322,8 +328,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unwritable_record_fails_the_intent_and_frees_its_slot() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = RecordStore::open(dir.path()).unwrap();
+        let (dir, store) = new_store();
         fs::create_dir(dir.path().join("c1.tmp")).unwrap();
         for _ in 0..100 {
             let error = store.save_intent(&mut full_record("c1")).await.unwrap_err();

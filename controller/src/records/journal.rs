@@ -262,6 +262,13 @@ mod tests {
         Journal::start(dir, &Found::read(dir).unwrap()).unwrap()
     }
 
+    /// A journal in a new directory.
+    fn new_journal() -> (tempfile::TempDir, Journal) {
+        let dir = tempfile::tempdir().unwrap();
+        let journal = start(dir.path());
+        (dir, journal)
+    }
+
     /// What a restart finds: payloads by slot.
     fn found(dir: &Path) -> Vec<(usize, Vec<u8>)> {
         Found::read(dir).unwrap().intents
@@ -284,8 +291,7 @@ mod tests {
 
     #[tokio::test]
     async fn committed_intents_are_found_again_and_released_ones_are_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = start(dir.path());
+        let (dir, journal) = new_journal();
         let kept = journal.reserve(5).unwrap();
         let released = journal.reserve(3).unwrap();
         commit(&journal, &kept, b"kept!").await;
@@ -322,8 +328,7 @@ mod tests {
 
     #[tokio::test]
     async fn intents_committed_together_are_all_durable() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = start(dir.path());
+        let (dir, journal) = new_journal();
         let slots: Vec<Slot> = (0..10).map(|_| journal.reserve(8).unwrap()).collect();
         let answers: Vec<_> = slots
             .iter()
@@ -337,8 +342,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_torn_slot_reads_as_empty() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = start(dir.path());
+        let (dir, journal) = new_journal();
         let slot = journal.reserve(8).unwrap();
         commit(&journal, &slot, b"intended").await;
         // A crash tore the write: the header made it to disk, the payload's end did not.
@@ -370,8 +374,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_intent_too_large_or_beyond_the_last_slot_gets_none() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = start(dir.path());
+        let (_dir, journal) = new_journal();
         assert!(journal.reserve(SLOT_SIZE).is_none());
         let all: Vec<Slot> = (0..SLOTS).map(|_| journal.reserve(1).unwrap()).collect();
         assert!(journal.reserve(1).is_none());
@@ -381,8 +384,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failed_write_before_the_intent_keeps_the_intent_out() {
-        let dir = tempfile::tempdir().unwrap();
-        let journal = start(dir.path());
+        let (dir, journal) = new_journal();
         let slot = journal.reserve(4).unwrap();
         let answer = journal
             .commit(&slot, b"data", || Err(io::Error::other("disk full")))
