@@ -1,5 +1,8 @@
 //! The CNI error object the shim prints when it has to answer a call itself (SPECS §13).
 
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
 use serde_json::json;
 
 /// The CNI error codes the shim itself can produce.

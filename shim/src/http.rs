@@ -4,21 +4,21 @@
 //! content coding. It reads just enough of the reply (status line, Content-Length, chunked
 //! transfer coding, or read-to-close) to hand the body on byte for byte.
 
-use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::time::Duration;
+use core::fmt;
+use core::time::Duration;
 
-use socket2::{Domain, SockAddr, Socket, Type};
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::sys::{self, Errno, Fd};
 
 /// Unix sockets have no host name, but HTTP/1.1 requires the header.
 const HOST: &str = "plexus";
 
 /// Longest status, header or chunk-size line accepted; a peer that is not an HTTP server
 /// cannot make the shim buffer without bound.
-const MAX_LINE: u64 = 16 * 1024;
+const MAX_LINE: usize = 16 * 1024;
 
 pub struct Timeouts {
     /// How long to wait for the daemon to accept the connection.
@@ -41,21 +41,34 @@ impl Response {
 
 #[derive(Debug)]
 pub enum Error {
-    /// Nobody answered on the socket: the only case where the daemon surely saw nothing.
-    Connect(io::Error),
-    Send(io::Error),
-    Receive(io::Error),
+    /// Nobody answered on the socket: the only cases where the daemon surely saw nothing.
+    Connect(Errno),
+    NotAccepted(Duration),
+    Send(Errno),
+    Receive(Errno),
     /// The peer closed the connection while the named part of the reply was being read.
     Truncated(&'static str),
     Malformed(String),
+}
+
+impl Error {
+    /// Whether the daemon cannot have seen the request.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Self::Connect(_) | Self::NotAccepted(_))
+    }
 }
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Connect(err) => write!(f, "connect failed: {err}"),
+            Self::NotAccepted(timeout) => write!(
+                f,
+                "connect failed: not accepted within {} ms",
+                timeout.as_millis()
+            ),
             Self::Send(err) => write!(f, "sending the request failed: {err}"),
-            Self::Receive(err) if is_timeout(err) => {
+            Self::Receive(err) if is_timeout(*err) => {
                 write!(f, "timed out waiting for the reply: {err}")
             }
             Self::Receive(err) => write!(f, "reading the reply failed: {err}"),
@@ -65,51 +78,113 @@ impl fmt::Display for Error {
     }
 }
 
-/// A socket read timeout surfaces as WouldBlock on Linux and as TimedOut elsewhere.
-fn is_timeout(err: &io::Error) -> bool {
-    matches!(
-        err.kind(),
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-    )
+/// A socket timeout surfaces as EAGAIN on Linux.
+fn is_timeout(err: Errno) -> bool {
+    err == Errno::AGAIN || err == Errno::TIMEDOUT
 }
 
 /// Sends `POST target` with a JSON body and returns the reply once the daemon has sent all of it.
 pub fn post_json(
-    socket: &Path,
+    socket: &str,
     target: &str,
     body: &[u8],
     timeouts: &Timeouts,
 ) -> Result<Response, Error> {
-    let stream = connect(socket, timeouts.connect).map_err(Error::Connect)?;
-    stream
-        .set_read_timeout(Some(timeouts.io))
-        .and_then(|()| stream.set_write_timeout(Some(timeouts.io)))
-        .map_err(Error::Connect)?;
+    let stream = Fd::connect_unix(socket, timeouts.connect).map_err(|err| {
+        if is_timeout(err) {
+            Error::NotAccepted(timeouts.connect)
+        } else {
+            Error::Connect(err)
+        }
+    })?;
+    stream.set_io_timeout(timeouts.io).map_err(Error::Connect)?;
     // No shutdown of the write half after sending: some servers (hyper among them) take a
     // half-close as the client giving up and drop the reply.
-    if let Err(err) = (&stream).write_all(&request(target, body)) {
+    if let Err(err) = sys::write_all(stream.raw(), &request(target, body)) {
         // A daemon that turns the call away (busy, caller not allowed) answers and closes
         // without reading the request; its answer is still waiting in the socket and says
         // more than the broken pipe.
-        return read_response(BufReader::new(&stream)).map_err(|_| Error::Send(err));
+        return read_response(Reader::new(&stream)).map_err(|_| Error::Send(err));
     }
-    read_response(BufReader::new(&stream))
+    read_response(Reader::new(&stream))
 }
 
-/// `UnixStream::connect` has no timeout and blocks while the daemon's accept backlog is full.
-/// Linux bounds a blocking connect on a unix socket by the socket's send timeout, so that is
-/// set before connecting: no helper thread, one socket and one connect per call.
-fn connect(socket: &Path, timeout: Duration) -> io::Result<UnixStream> {
-    let stream = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-    stream.set_write_timeout(Some(timeout))?;
-    match stream.connect(&SockAddr::unix(socket)?) {
-        Ok(()) => Ok(UnixStream::from(OwnedFd::from(stream))),
-        // A full backlog past the timeout: connect gives up with EAGAIN.
-        Err(err) if is_timeout(&err) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("not accepted within {} ms", timeout.as_millis()),
-        )),
-        Err(err) => Err(err),
+/// Where the reply's bytes come from: the socket, or a test's slice.
+pub trait Source {
+    /// Reads some bytes into `buf`; 0 at the end of the stream.
+    fn read(&mut self, buf: &mut [u8]) -> sys::Result<usize>;
+}
+
+impl Source for &Fd {
+    fn read(&mut self, buf: &mut [u8]) -> sys::Result<usize> {
+        sys::read(self.raw(), buf)
+    }
+}
+
+impl Source for &[u8] {
+    fn read(&mut self, buf: &mut [u8]) -> sys::Result<usize> {
+        let len = buf.len().min(self.len());
+        let (head, rest) = self.split_at(len);
+        buf[..len].copy_from_slice(head);
+        *self = rest;
+        Ok(len)
+    }
+}
+
+/// A buffered reader over a `Source`, with only the three reads HTTP framing needs.
+struct Reader<S> {
+    source: S,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl<S: Source> Reader<S> {
+    fn new(source: S) -> Self {
+        Self {
+            source,
+            buf: alloc::vec![0; 8 * 1024],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// The buffered bytes, reading more when there are none; empty at the end of the stream.
+    fn fill(&mut self) -> sys::Result<&[u8]> {
+        if self.start == self.end {
+            self.end = self.source.read(&mut self.buf)?;
+            self.start = 0;
+        }
+        Ok(&self.buf[self.start..self.end])
+    }
+
+    /// Moves up to `limit` bytes to `out`, stopping after `delimiter` if one is given, or at the
+    /// end of the stream. Returns how many were moved.
+    fn read_into(
+        &mut self,
+        limit: usize,
+        delimiter: Option<u8>,
+        out: &mut Vec<u8>,
+    ) -> sys::Result<usize> {
+        let mut moved = 0;
+        while moved < limit {
+            let available = self.fill()?;
+            if available.is_empty() {
+                break;
+            }
+            let mut take = available.len().min(limit - moved);
+            let found = delimiter.and_then(|d| available[..take].iter().position(|&b| b == d));
+            if let Some(at) = found {
+                take = at + 1;
+            }
+            out.extend_from_slice(&available[..take]);
+            self.start += take;
+            moved += take;
+            if found.is_some() {
+                break;
+            }
+        }
+        Ok(moved)
     }
 }
 
@@ -136,7 +211,7 @@ enum Framing {
     UntilClose,
 }
 
-fn read_response(mut reader: impl BufRead) -> Result<Response, Error> {
+fn read_response<S: Source>(mut reader: Reader<S>) -> Result<Response, Error> {
     let status = parse_status_line(&read_line(&mut reader, "the status line")?)?;
     let mut body = Vec::new();
     match read_headers(&mut reader)? {
@@ -145,8 +220,8 @@ fn read_response(mut reader: impl BufRead) -> Result<Response, Error> {
         // The request said `Connection: close`, so the end of the stream ends the body.
         Framing::UntilClose => {
             reader
-                .read_to_end(&mut body)
-                .map_err(|err| receive_error(err, "the body"))?;
+                .read_into(usize::MAX, None, &mut body)
+                .map_err(Error::Receive)?;
         }
     }
     Ok(Response { status, body })
@@ -167,7 +242,7 @@ fn parse_status_line(line: &str) -> Result<u16, Error> {
 }
 
 /// Reads the header section up to its blank line and keeps only what frames the body.
-fn read_headers(reader: &mut impl BufRead) -> Result<Framing, Error> {
+fn read_headers<S: Source>(reader: &mut Reader<S>) -> Result<Framing, Error> {
     let mut content_length = None;
     let mut chunked = None;
     loop {
@@ -210,7 +285,7 @@ fn parse_content_length(value: &str) -> Result<u64, Error> {
     value.parse().map_err(|_| bad())
 }
 
-fn read_chunked(reader: &mut impl BufRead, body: &mut Vec<u8>) -> Result<(), Error> {
+fn read_chunked<S: Source>(reader: &mut Reader<S>, body: &mut Vec<u8>) -> Result<(), Error> {
     loop {
         let line = read_line(reader, "a chunk size")?;
         let size = parse_chunk_size(&line)?;
@@ -239,17 +314,15 @@ fn parse_chunk_size(line: &str) -> Result<u64, Error> {
 
 /// Appends exactly `len` bytes to `out`; growing as data arrives, so a bogus length cannot
 /// make the shim allocate it up front.
-fn read_exactly(
-    reader: &mut impl Read,
+fn read_exactly<S: Source>(
+    reader: &mut Reader<S>,
     len: u64,
     out: &mut Vec<u8>,
     part: &'static str,
 ) -> Result<(), Error> {
-    let got = reader
-        .take(len)
-        .read_to_end(out)
-        .map_err(|err| receive_error(err, part))?;
-    if (got as u64) < len {
+    let limit = usize::try_from(len).unwrap_or(usize::MAX);
+    let got = reader.read_into(limit, None, out).map_err(Error::Receive)?;
+    if got < limit {
         return Err(Error::Truncated(part));
     }
     Ok(())
@@ -257,14 +330,13 @@ fn read_exactly(
 
 /// One line without its terminator. CRLF is the standard; a bare LF is accepted as well.
 /// Bytes that are not UTF-8 are replaced: no line the shim interprets may contain them.
-fn read_line(reader: &mut impl BufRead, part: &'static str) -> Result<String, Error> {
+fn read_line<S: Source>(reader: &mut Reader<S>, part: &'static str) -> Result<String, Error> {
     let mut line = Vec::new();
     reader
-        .take(MAX_LINE)
-        .read_until(b'\n', &mut line)
-        .map_err(|err| receive_error(err, part))?;
+        .read_into(MAX_LINE, Some(b'\n'), &mut line)
+        .map_err(Error::Receive)?;
     if line.last() != Some(&b'\n') {
-        return Err(if line.len() as u64 == MAX_LINE {
+        return Err(if line.len() == MAX_LINE {
             Error::Malformed(format!("a line in {part} is longer than {MAX_LINE} bytes"))
         } else {
             Error::Truncated(part)
@@ -277,21 +349,45 @@ fn read_line(reader: &mut impl BufRead, part: &'static str) -> Result<String, Er
     Ok(String::from_utf8_lossy(&line).into_owned())
 }
 
-fn receive_error(err: io::Error, part: &'static str) -> Error {
-    if err.kind() == io::ErrorKind::UnexpectedEof {
-        Error::Truncated(part)
-    } else {
-        Error::Receive(err)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
     use std::thread;
 
+    use socket2::{Domain, SockAddr, Socket, Type};
+
     fn parse(reply: &str) -> Result<Response, Error> {
-        read_response(reply.as_bytes())
+        read_response(Reader::new(reply.as_bytes()))
+    }
+
+    /// A peer that sends its reply one byte per read, so every line and body straddles reads.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl Source for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> sys::Result<usize> {
+            let Some((&first, rest)) = self.0.split_first() else {
+                return Ok(0);
+            };
+            buf[0] = first;
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn a_reply_arriving_a_byte_at_a_time_reads_the_same() {
+        let replies = [
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n1\r\n!\r\n0\r\n\r\n",
+            "HTTP/1.0 400 Bad Request\r\n\r\n{\"code\":7}",
+        ];
+        for reply in replies {
+            let whole = parse(reply).unwrap();
+            let trickled = read_response(Reader::new(Trickle(reply.as_bytes()))).unwrap();
+            assert_eq!((trickled.status, trickled.body), (whole.status, whole.body));
+        }
     }
 
     fn body_of(reply: &str) -> (u16, String) {
@@ -429,10 +525,7 @@ mod tests {
 
     #[test]
     fn overlong_line_is_malformed_not_buffered() {
-        let reply = format!(
-            "HTTP/1.1 200 OK\r\nX: {}\r\n\r\n",
-            "a".repeat(MAX_LINE as usize)
-        );
+        let reply = format!("HTTP/1.1 200 OK\r\nX: {}\r\n\r\n", "a".repeat(MAX_LINE));
         assert!(matches!(parse(&reply), Err(Error::Malformed(_))));
     }
 
@@ -458,7 +551,8 @@ mod tests {
             connect: Duration::from_secs(2),
             io: Duration::from_secs(5),
         };
-        let response = post_json(&socket, "/", &vec![b' '; 8 << 20], &timeouts);
+        let socket_path = socket.to_str().unwrap();
+        let response = post_json(socket_path, "/", &vec![b' '; 8 << 20], &timeouts);
         server.join().unwrap();
         let _ = std::fs::remove_file(&socket);
         let response = response.unwrap();
@@ -481,14 +575,14 @@ mod tests {
             connect: Duration::from_millis(200),
             io: Duration::from_secs(2),
         };
-        let outcome = post_json(&socket, "/", b"{}", &timeouts);
+        let outcome = post_json(socket.to_str().unwrap(), "/", b"{}", &timeouts);
         let _ = std::fs::remove_dir_all(&dir);
         match outcome {
-            Err(Error::Connect(err)) => {
-                assert_eq!(err.kind(), io::ErrorKind::TimedOut, "{err}");
-                assert!(
-                    err.to_string().contains("not accepted within 200 ms"),
-                    "{err}"
+            Err(err @ Error::NotAccepted(_)) => {
+                assert!(err.is_unreachable());
+                assert_eq!(
+                    err.to_string(),
+                    "connect failed: not accepted within 200 ms"
                 );
             }
             other => panic!("{other:?}"),
@@ -501,9 +595,9 @@ mod tests {
             connect: Duration::from_secs(2),
             io: Duration::from_secs(2),
         };
-        let err = post_json(Path::new("/nonexistent/plexus.sock"), "/", b"", &timeouts);
+        let err = post_json("/nonexistent/plexus.sock", "/", b"", &timeouts);
         match err {
-            Err(Error::Connect(err)) => assert_eq!(err.kind(), io::ErrorKind::NotFound),
+            Err(Error::Connect(err)) => assert_eq!(err, Errno(libc::ENOENT)),
             other => panic!("{other:?}"),
         }
     }

@@ -1,14 +1,17 @@
 //! Turns the CNI environment and stdin into the JSON body of the `POST /v1/cni` request
 //! (DESIGN.md, "The socket protocol").
 
-use std::ffi::OsString;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 
 use serde_json::{Map, Value};
 
 use crate::cni_error::{CniError, Code};
 
 /// Looks up one environment variable. Injected so tests need not touch the process environment.
-pub type Env<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+/// The process environment: a variable's value as the runtime set it, bytes and all.
+pub type Env<'a> = &'a dyn Fn(&str) -> Option<Vec<u8>>;
 
 /// The environment variables forwarded to plexusd, with their key in the request body.
 /// CNI_COMMAND is not listed: it is read first, to answer VERSION locally.
@@ -59,31 +62,27 @@ pub fn request_body(command: &str, env: Env, config: &str) -> Result<String, Cni
 /// One environment variable as a string; unset is empty. JSON strings cannot carry arbitrary
 /// bytes, so a value that is not UTF-8 is refused here rather than altered on the way.
 fn env_string(env: Env, name: &str) -> Result<String, CniError> {
-    env(name)
-        .unwrap_or_default()
-        .into_string()
-        .map_err(|value| {
-            CniError::new(
-                Code::InvalidEnv,
-                format!("{name} is not valid UTF-8"),
-                format!("{name}={}", value.to_string_lossy()),
-            )
-        })
+    String::from_utf8(env(name).unwrap_or_default()).map_err(|err| {
+        CniError::new(
+            Code::InvalidEnv,
+            format!("{name} is not valid UTF-8"),
+            format!("{name}={}", String::from_utf8_lossy(err.as_bytes())),
+        )
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
-    use std::os::unix::ffi::OsStringExt;
 
     use serde_json::json;
 
     use super::*;
 
-    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
-        let vars: HashMap<String, OsString> = vars
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<Vec<u8>> {
+        let vars: HashMap<String, Vec<u8>> = vars
             .iter()
-            .map(|(k, v)| (k.to_string(), OsString::from(v)))
+            .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
             .collect();
         move |name| vars.get(name).cloned()
     }
@@ -144,7 +143,7 @@ mod tests {
 
     #[test]
     fn non_utf8_variable_is_code_4_naming_it() {
-        let env = |name: &str| (name == "CNI_NETNS").then(|| OsString::from_vec(vec![b'/', 0xff]));
+        let env = |name: &str| (name == "CNI_NETNS").then(|| vec![b'/', 0xff]);
         let err = request_body("ADD", &env, "{}").unwrap_err();
         assert_eq!(err.code, Code::InvalidEnv);
         assert!(err.msg.contains("CNI_NETNS"), "{}", err.msg);

@@ -3,23 +3,32 @@
 //! It holds no logic: it forwards the call to plexusd over a unix socket, prints the daemon's
 //! reply and exits with CNI's exit status. Only VERSION, and the failures that keep a call
 //! from reaching the daemon, are answered here. It runs once per CNI call, so it must start
-//! fast: std and serde_json only, no async runtime.
+//! fast: as shipped it has no C library at all (`nolibc`), only core, alloc and serde_json.
 //!
 //! Exit status: 0 on success; 1 with a CNI error object on stdout otherwise. Logs go to stderr.
 
-// Entered at C's `main`, without std's runtime setup (see `entry`). Tests keep the harness's.
+// Entered at C's `main` (`entry`) or at `_start` (`nolibc`). Tests keep the harness's.
 #![cfg_attr(not(test), no_main)]
+#![cfg_attr(all(plexus_nolibc, not(test)), no_std)]
+
+extern crate alloc;
 
 mod cni_error;
-#[cfg(not(test))]
+#[cfg(all(not(plexus_nolibc), not(test)))]
 mod entry;
 mod http;
 mod invocation;
 mod netconf;
+#[cfg(all(plexus_nolibc, not(test)))]
+mod nolibc;
+mod process;
+mod sys;
 
-use std::io::Read;
-use std::path::Path;
-use std::time::Duration;
+use core::time::Duration;
+
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
 
 use serde_json::json;
 
@@ -46,16 +55,18 @@ struct Output {
     success: bool,
 }
 
-fn run(env: Env, stdin: &mut impl Read) -> Output {
-    let mut raw = Vec::new();
-    if let Err(err) = stdin.read_to_end(&mut raw) {
-        let err = CniError::new(
-            Code::Io,
-            "reading the network config from stdin failed",
-            err.to_string(),
-        );
-        return failure(&err, DEFAULT_CNI_VERSION);
-    }
+fn run(env: Env, stdin: sys::Result<Vec<u8>>) -> Output {
+    let raw = match stdin {
+        Ok(raw) => raw,
+        Err(err) => {
+            let err = CniError::new(
+                Code::Io,
+                "reading the network config from stdin failed",
+                err.to_string(),
+            );
+            return failure(&err, DEFAULT_CNI_VERSION);
+        }
+    };
     let conf = NetConf::parse(&raw);
     let outcome = match Command::from_env(env) {
         Ok(Command::Version) => Ok(Output {
@@ -94,22 +105,22 @@ fn forward(command: &str, env: Env, raw: Vec<u8>, conf: &NetConf) -> Result<Outp
     })
 }
 
-fn transport_error(command: &str, socket: &Path, err: &http::Error) -> CniError {
-    match err {
-        http::Error::Connect(_) => CniError::new(
+fn transport_error(command: &str, socket: &str, err: &http::Error) -> CniError {
+    if err.is_unreachable() {
+        return CniError::new(
             unavailable_code(command),
             "plexusd is not reachable",
-            format!("unix socket {}: {err}", socket.display()),
-        ),
-        _ => bad_reply(command, socket, &err.to_string()),
+            format!("unix socket {socket}: {err}"),
+        );
     }
+    bad_reply(command, socket, &err.to_string())
 }
 
-fn bad_reply(command: &str, socket: &Path, details: &str) -> CniError {
+fn bad_reply(command: &str, socket: &str, details: &str) -> CniError {
     CniError::new(
         unavailable_code(command),
         "no valid reply from plexusd",
-        format!("unix socket {}: {details}", socket.display()),
+        format!("unix socket {socket}: {details}"),
     )
 }
 
@@ -139,9 +150,6 @@ fn failure(err: &CniError, cni_version: &str) -> Output {
 
 #[cfg(test)]
 mod tests {
-    use std::ffi::OsString;
-    use std::io;
-
     use serde_json::Value;
 
     use super::*;
@@ -150,9 +158,9 @@ mod tests {
         let env = |name: &str| {
             vars.iter()
                 .find(|(key, _)| *key == name)
-                .map(|(_, value)| OsString::from(value))
+                .map(|(_, value)| value.as_bytes().to_vec())
         };
-        let output = run(&env, &mut stdin.as_bytes());
+        let output = run(&env, Ok(stdin.as_bytes().to_vec()));
         (
             serde_json::from_slice(&output.stdout).unwrap(),
             output.success,
@@ -185,24 +193,18 @@ mod tests {
 
     #[test]
     fn unreadable_stdin_is_code_5() {
-        struct Broken;
-        impl Read for Broken {
-            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-                Err(io::Error::other("boom"))
-            }
-        }
-        let env = |_: &str| Some(OsString::from("ADD"));
-        let output = run(&env, &mut Broken);
+        let env = |_: &str| Some(b"ADD".to_vec());
+        let output = run(&env, Err(sys::Errno(libc::EIO)));
         let reply: Value = serde_json::from_slice(&output.stdout).unwrap();
         assert!(!output.success);
         assert_eq!(reply["code"], 5);
-        assert_eq!(reply["details"], "boom");
+        assert_eq!(reply["details"], "Input/output error (os error 5)");
     }
 
     #[test]
     fn non_utf8_stdin_is_code_6() {
-        let env = |_: &str| Some(OsString::from("ADD"));
-        let output = run(&env, &mut &b"{\"name\":\"\xff\"}"[..]);
+        let env = |_: &str| Some(b"ADD".to_vec());
+        let output = run(&env, Ok(b"{\"name\":\"\xff\"}".to_vec()));
         let reply: Value = serde_json::from_slice(&output.stdout).unwrap();
         assert!(!output.success);
         assert_eq!(reply["code"], 6);

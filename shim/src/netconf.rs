@@ -1,7 +1,8 @@
 //! The two things the shim needs from the network config on stdin. Everything else in it is
 //! the daemon's business: the shim forwards the raw bytes and never validates them.
 
-use std::path::Path;
+use alloc::borrow::ToOwned;
+use alloc::string::String;
 
 use serde_json::Value;
 
@@ -42,8 +43,8 @@ impl NetConf {
         self.cni_version.as_deref().unwrap_or(DEFAULT_CNI_VERSION)
     }
 
-    pub fn socket_path(&self) -> &Path {
-        Path::new(self.socket_path.as_deref().unwrap_or(DEFAULT_SOCKET_PATH))
+    pub fn socket_path(&self) -> &str {
+        self.socket_path.as_deref().unwrap_or(DEFAULT_SOCKET_PATH)
     }
 }
 
@@ -55,7 +56,7 @@ mod tests {
     fn reads_version_and_socket_path() {
         let conf = NetConf::parse(br#"{"cniVersion":"0.4.0","socketPath":"/tmp/p.sock"}"#);
         assert_eq!(conf.cni_version(), "0.4.0");
-        assert_eq!(conf.socket_path(), Path::new("/tmp/p.sock"));
+        assert_eq!(conf.socket_path(), "/tmp/p.sock");
     }
 
     #[test]
@@ -67,7 +68,7 @@ mod tests {
         ] {
             let conf = NetConf::parse(stdin);
             assert_eq!(conf.cni_version(), DEFAULT_CNI_VERSION);
-            assert_eq!(conf.socket_path(), Path::new(DEFAULT_SOCKET_PATH));
+            assert_eq!(conf.socket_path(), DEFAULT_SOCKET_PATH);
         }
     }
 

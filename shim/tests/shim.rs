@@ -1,5 +1,6 @@
 //! End-to-end tests: run the built `plexus` binary the way a container runtime does, against
-//! no daemon or a fake one listening on a unix socket in a temporary directory.
+//! no daemon or a fake one listening on a unix socket in a temporary directory. Every test runs
+//! every build of the shim (`builds`) and expects the same answer from each.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixListener;
@@ -33,6 +34,23 @@ impl Drop for TempDir {
     }
 }
 
+/// The workspace's shim (over glibc) and, once `make` has built it, the one that ships
+/// (target/static-shim: static, and without a C library on x86_64; shim/src/nolibc.rs).
+fn builds() -> Vec<PathBuf> {
+    let workspace = PathBuf::from(env!("CARGO_BIN_EXE_plexus"));
+    let profile_dir = workspace.parent().unwrap();
+    let shipped = profile_dir
+        .parent()
+        .unwrap()
+        .join("static-shim")
+        .join(profile_dir.file_name().unwrap())
+        .join("plexus");
+    let mut builds = vec![workspace];
+    builds.extend(shipped.exists().then_some(shipped));
+    builds
+}
+
+#[derive(Debug, PartialEq)]
 struct Run {
     stdout: String,
     code: i32,
@@ -46,9 +64,27 @@ impl Run {
     }
 }
 
-/// Runs the shim with exactly these variables: nothing leaks in from the test's environment.
+/// Runs every build of the shim with exactly these variables (nothing leaks in from the test's
+/// environment), one after the other, and returns their common answer.
 fn shim(vars: &[(&str, &str)], stdin: &str) -> Run {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_plexus"))
+    let mut runs = builds()
+        .into_iter()
+        .map(|build| (run_build(&build, vars, stdin), build));
+    let (first, first_build) = runs.next().unwrap();
+    for (run, build) in runs {
+        assert_eq!(
+            run,
+            first,
+            "{} and {} answer differently (`make build` rebuilds the shipped one)",
+            build.display(),
+            first_build.display()
+        );
+    }
+    first
+}
+
+fn run_build(build: &Path, vars: &[(&str, &str)], stdin: &str) -> Run {
+    let mut child = Command::new(build)
         .env_clear()
         .envs(vars.iter().copied())
         .stdin(Stdio::piped())
@@ -88,42 +124,58 @@ fn reply(status: &str, body: &str) -> Option<String> {
 }
 
 /// What the fake daemon received.
+#[derive(Debug, PartialEq)]
 struct Request {
     head: String,
     body: Value,
 }
 
-/// Accepts one connection, reads the whole request, then writes `reply` (raw bytes, so tests
-/// control the framing) or, when `reply` is None, hangs up without answering.
+/// Accepts a connection from each build of the shim in turn, reads the whole request, then
+/// writes `reply` (raw bytes, so tests control the framing) or, when `reply` is None, hangs up
+/// without answering. Every build must have sent the same request.
 fn fake_daemon(socket: &Path, reply: Option<String>) -> JoinHandle<Request> {
     let listener = UnixListener::bind(socket).unwrap();
+    let calls = builds().len();
     thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(&stream);
-        let mut head = String::new();
-        loop {
-            let before = head.len();
-            reader.read_line(&mut head).unwrap();
-            if head[before..] == *"\r\n" {
-                break;
-            }
+        let requests: Vec<Request> = (0..calls)
+            .map(|_| answer(&listener, reply.as_deref()))
+            .collect();
+        for request in &requests[1..] {
+            assert_eq!(
+                request, &requests[0],
+                "the shim's builds send different requests"
+            );
         }
-        let length: usize = head
-            .lines()
-            .find_map(|line| line.strip_prefix("Content-Length: "))
-            .unwrap()
-            .parse()
-            .unwrap();
-        let mut body = vec![0; length];
-        reader.read_exact(&mut body).unwrap();
-        if let Some(reply) = reply {
-            (&stream).write_all(reply.as_bytes()).unwrap();
-        }
-        Request {
-            head,
-            body: serde_json::from_slice(&body).unwrap(),
-        }
+        requests.into_iter().next().unwrap()
     })
+}
+
+fn answer(listener: &UnixListener, reply: Option<&str>) -> Request {
+    let (stream, _) = listener.accept().unwrap();
+    let mut reader = BufReader::new(&stream);
+    let mut head = String::new();
+    loop {
+        let before = head.len();
+        reader.read_line(&mut head).unwrap();
+        if head[before..] == *"\r\n" {
+            break;
+        }
+    }
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    if let Some(reply) = reply {
+        (&stream).write_all(reply.as_bytes()).unwrap();
+    }
+    Request {
+        head,
+        body: serde_json::from_slice(&body).unwrap(),
+    }
 }
 
 const ADD_VARS: [(&str, &str); 6] = [
@@ -302,17 +354,48 @@ fn failure_status_with_empty_body_still_yields_an_error_object() {
     assert!(err["details"].as_str().unwrap().contains("500"));
 }
 
-/// The shim enters at C's `main`, so the checks std's entry would make are its own.
+/// Neither build of the shim enters through std's `main`, so the checks std's entry would make
+/// are its own.
 mod process_entry {
-    use std::os::unix::process::ExitStatusExt;
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
 
     use super::*;
 
     #[test]
     fn a_stdout_nobody_reads_is_an_error_on_stderr_not_a_silent_sigpipe() {
+        for build in builds() {
+            stdout_nobody_reads(&build);
+        }
+    }
+
+    #[test]
+    fn a_closed_stdin_reads_as_an_empty_config() {
+        for build in builds() {
+            let mut command = Command::new(&build);
+            command.env_clear().env("CNI_COMMAND", "VERSION");
+            // SAFETY: close(2) is async-signal-safe, as pre_exec requires.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::close(0);
+                    Ok(())
+                })
+            };
+            let output = command.output().unwrap();
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{}: {output:?}",
+                build.display()
+            );
+            let reply: Value = serde_json::from_slice(&output.stdout).unwrap();
+            assert_eq!(reply["cniVersion"], "1.1.0", "{}", build.display());
+        }
+    }
+
+    fn stdout_nobody_reads(build: &Path) {
         let (reader, writer) = std::io::pipe().unwrap();
         drop(reader);
-        let output = Command::new(env!("CARGO_BIN_EXE_plexus"))
+        let output = Command::new(build)
             .env_clear()
             .env("CNI_COMMAND", "VERSION")
             .stdin(Stdio::null())
