@@ -186,6 +186,32 @@ pub struct RecordStore {
 const SUFFIX: &str = ".json";
 const TEMP_SUFFIX: &str = ".tmp";
 
+/// A record renamed into place but not yet durable (`RecordStore::publish`).
+struct Unsynced {
+    file: File,
+    dir: PathBuf,
+    path: PathBuf,
+}
+
+impl Unsynced {
+    /// Makes the record durable: its data, then its name. Also right after the record was
+    /// removed or replaced meanwhile: the file is then durable for nothing, and harmlessly.
+    fn sync(self) -> Result<(), RecordError> {
+        self.file
+            .sync_all()
+            .and_then(|()| File::open(&self.dir)?.sync_all())
+            .map_err(|source| RecordError::Io {
+                path: self.path,
+                source,
+            })
+    }
+}
+
+/// A record as its file holds it: pretty, for the operator who reads it.
+fn pretty(record: &PodRecord) -> io::Result<Vec<u8>> {
+    serde_json::to_vec_pretty(record).map_err(io::Error::other)
+}
+
 impl RecordStore {
     /// Opens (and creates) the directory, removing temp files a crash left behind, starts the
     /// intent journal, and turns the intents a crash left in it into records (`restore`).
@@ -238,20 +264,41 @@ impl RecordStore {
     /// Writes `record` and makes it durable (fsync of the file and the directory).
     pub fn save(&self, record: &PodRecord) -> Result<(), RecordError> {
         let id = &record.container_id;
-        serde_json::to_vec_pretty(record)
-            .map_err(io::Error::other)
+        pretty(record)
             .and_then(|bytes| self.write(id, &bytes, true))
-            .map_err(|source| RecordError::Io {
-                path: self.path(id),
-                source,
-            })?;
+            .map_err(|source| self.io_error(id, source))?;
         self.settle_unrestored(id);
         Ok(())
+    }
+
+    /// Writes `record` and renames it into place without waiting for the disk: every read
+    /// sees it at once, and a crash may lose it until `Unsynced::sync` returns. Only for a
+    /// record an intent in the journal covers meanwhile (`RecordStore::settle_then`).
+    fn publish(&self, record: &PodRecord) -> Result<Unsynced, RecordError> {
+        let id = &record.container_id;
+        let file = pretty(record)
+            .and_then(|bytes| self.write_file(id, &bytes, false))
+            .map_err(|source| self.io_error(id, source))?;
+        self.settle_unrestored(id);
+        Ok(Unsynced {
+            file,
+            dir: self.dir.clone(),
+            path: self.path(id),
+        })
     }
 
     /// Writes `bytes` (a record as JSON) to a temp file renamed over `id`'s record; `durable`
     /// fsyncs the file before the rename and the directory after it.
     fn write(&self, id: &ContainerId, bytes: &[u8], durable: bool) -> io::Result<()> {
+        self.write_file(id, bytes, durable)?;
+        if durable {
+            File::open(&self.dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+
+    /// `write` up to the rename, returning the file renamed.
+    fn write_file(&self, id: &ContainerId, bytes: &[u8], durable: bool) -> io::Result<File> {
         let path = self.path(id);
         let temp = self.dir.join(format!("{id}{TEMP_SUFFIX}"));
         let mut file = File::create(&temp)?;
@@ -265,10 +312,14 @@ impl RecordStore {
             let _ = fs::remove_file(&temp);
             return Err(error);
         }
-        if durable {
-            File::open(&self.dir)?.sync_all()?;
+        Ok(file)
+    }
+
+    fn io_error(&self, id: &ContainerId, source: io::Error) -> RecordError {
+        RecordError::Io {
+            path: self.path(id),
+            source,
         }
-        Ok(())
     }
 
     /// Removes the record; a record that is already gone is fine (DEL is idempotent). The

@@ -149,8 +149,29 @@ impl RecordStore {
     /// Saves `record` (fsynced) and lets go of the intent it carries on. When the save fails
     /// the intent stays in the journal, so that a crash still finds it.
     pub fn settle(&self, record: &PodRecord, intent: Intent) -> Result<(), RecordError> {
-        self.save(record)?;
-        self.let_go(intent);
+        self.settle_then(record, intent, || ())
+    }
+
+    /// `settle`, calling `visible` as soon as every read sees `record`. A journaled intent
+    /// covers a crash until its record is durable, so the record is renamed into place first
+    /// and fsynced after `visible`: whoever waits for it (the container's next DEL, queued on
+    /// the container's lock) need not wait for the disk's flush as well. A filed intent has no
+    /// such cover, so its record is durable before `visible`.
+    pub fn settle_then(
+        &self,
+        record: &PodRecord,
+        intent: Intent,
+        visible: impl FnOnce(),
+    ) -> Result<(), RecordError> {
+        let Intent::Journaled(slot) = intent else {
+            let saved = self.save(record);
+            visible();
+            return saved;
+        };
+        let published = self.publish(record);
+        visible();
+        published?.sync()?;
+        self.let_go_of(Some(slot));
         Ok(())
     }
 
@@ -257,6 +278,41 @@ mod tests {
         let (dir, store, record, intent) = with_intent(full_record("c1")).await;
         store.settle(&record, intent).unwrap();
         store.remove(&id("c1")).unwrap();
+
+        let reopened = after_a_crash(dir.path());
+        assert_eq!(reopened.load(&id("c1")).unwrap(), None);
+        assert!(records_in(dir.path()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_settling_record_is_seen_before_it_is_durable_and_the_intent_covers_it_meanwhile() {
+        let (dir, store, record, intent) = with_intent(PodRecord::test("c1", Vec::new())).await;
+        let finished = PodRecord {
+            network_status: full_record("c1").network_status,
+            ..record
+        };
+        let mut seen = None;
+        store
+            .settle_then(&finished, intent, || {
+                let covered = !journal::Found::read(dir.path()).unwrap().is_empty();
+                seen = Some((store.load(&id("c1")).unwrap(), covered));
+            })
+            .unwrap();
+        assert_eq!(seen, Some((Some(finished.clone()), true)));
+        assert!(journal::Found::read(dir.path()).unwrap().is_empty());
+        assert_eq!(
+            after_a_crash(dir.path()).load(&id("c1")).unwrap(),
+            Some(finished)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_record_deleted_while_it_settles_stays_deleted() {
+        let (dir, store, record, intent) = with_intent(full_record("c1")).await;
+        store
+            .settle_then(&record, intent, || store.remove(&id("c1")).unwrap())
+            .unwrap();
+        assert_eq!(store.load(&id("c1")).unwrap(), None);
 
         let reopened = after_a_crash(dir.path());
         assert_eq!(reopened.load(&id("c1")).unwrap(), None);

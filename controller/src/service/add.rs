@@ -63,11 +63,11 @@ impl Plexus {
 
     /// Writes the record with the results once the reply is on its way, fsynced, and then lets
     /// go of its intent. The intent, durable before any delegate ran, already lets DEL and GC
-    /// undo everything after a crash, so the runtime does not wait for this fsync; what a
-    /// crash in between loses is only the results, which CHECK and the network-status
-    /// read-back use. The container's lock and the GC gate stay held until the write is done,
-    /// so every later operation on the container (DEL, CHECK, GC, another ADD, the
-    /// read-back) sees it.
+    /// undo everything after a crash, so neither the runtime nor the container's next
+    /// operation waits for this fsync; what a crash in between loses is only the results,
+    /// which CHECK and the network-status read-back use. The container's lock and the GC gate
+    /// stay held until the record is in place, so every later operation on the container (DEL,
+    /// CHECK, GC, another ADD, the read-back) sees it.
     fn save_after_reply(
         &self,
         record: PodRecord,
@@ -78,10 +78,9 @@ impl Plexus {
         let records = self.records.clone();
         let recorded = self.recorded.clone();
         tokio::task::spawn_blocking(move || {
-            if let Err(error) = records.settle(&record, intent) {
+            if let Err(error) = records.settle_then(&record, intent, || drop((container, gc))) {
                 tracing::error!(container = %record.container_id, %error, "the ADD's results were not recorded; DEL and GC still work from its intent");
             }
-            drop((container, gc));
             // Hot-plug compares this record with the pod's annotation now: the annotation may
             // have changed while the ADD ran. Nobody listening is fine.
             if let Some(pod) = record.pod {
