@@ -16,6 +16,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 BIN=${CARGO_TARGET_DIR:-$ROOT/target}/debug
+# The shim as shipped: static, and without libc on x86_64 (`make build` puts it there).
+SHIM_BIN=${CARGO_TARGET_DIR:-$ROOT/target}/static-shim/debug
 CNI_BIN=/usr/lib/cni
 # Fixed, because the host-local IPAM configs in the (static) manifests name
 # /tmp/plexus-demo/ipam as their dataDir. plexusd.yaml names the same paths.
@@ -104,7 +106,7 @@ need "$CNI_BIN/bridge" containernetworking-plugins
 # Builds unless each binary is newer than every source file it was built from (cargo's
 # dep-info file next to it lists them) and than the Cargo.toml files.
 fresh() {
-    local binary=$BIN/$1 crate=$2 line
+    local binary=$1 crate=$2 line
     local -a sources
     [[ -x $binary && -f $binary.d ]] || return 1
     line=$(head -n 1 "$binary.d")
@@ -112,11 +114,11 @@ fresh() {
     [[ -z $(find "${sources[@]}" "$ROOT/Cargo.toml" "$ROOT/$crate/Cargo.toml" -newer "$binary" -print -quit 2>&1) ]]
 }
 binaries_fresh() {
-    fresh plexusd controller && fresh plexus shim
+    fresh "$BIN/plexusd" controller && fresh "$SHIM_BIN/plexus" shim
 }
 if ! binaries_fresh; then
-    say "sources are newer than the binaries: cargo build --bins"
-    (cd "$ROOT" && cargo build --bins --quiet)
+    say "sources are newer than the binaries: make build"
+    (cd "$ROOT" && make --no-print-directory --quiet build)
 fi
 
 if ! mkdir "$WORK" 2>/dev/null; then
@@ -195,7 +197,7 @@ cni() {
         CNI_IFNAME=eth0 \
         CNI_PATH="$CNI_BIN" \
         CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=demo;K8S_POD_NAME=$pod;K8S_POD_INFRA_CONTAINER_ID=$id;K8S_POD_UID=${POD_UID[$pod]}" \
-        "$BIN/plexus" <<<"$SHIM_CONF"
+        "$SHIM_BIN/plexus" <<<"$SHIM_CONF"
 }
 
 network_status() {
