@@ -28,8 +28,8 @@ const MAX_WORKERS: usize = 4;
 /// One worker per two CPUs, within 1..=[`MAX_WORKERS`]. plexusd's work is syscalls and waits
 /// while its delegates want the CPUs: on a 2-CPU node a second worker only took CPU from
 /// them, and every task it was woken to steal cost a cross-CPU wake-up. With one worker
-/// there, the bench's ADD overhead dropped by 0.07-0.10 ms at 0-4 secondaries, and 50
-/// parallel ADDs went from 1.16-1.18x to 1.08-1.11x direct (README "Performance").
+/// there, the bench's ADD overhead dropped by 0.05-0.16 ms at 0-4 secondaries in every A/B
+/// run, and 50 parallel ADDs stayed within their noise (README "Performance").
 fn workers(cpus: usize) -> usize {
     (cpus / 2).clamp(1, MAX_WORKERS)
 }
