@@ -79,24 +79,9 @@ unsafe fn syscall(number: c_long, args: [usize; 6]) -> isize {
     ret
 }
 
-#[cfg(target_arch = "aarch64")]
-unsafe fn syscall(number: c_long, args: [usize; 6]) -> isize {
-    let ret: isize;
-    // SAFETY: the caller vouches for the arguments; the kernel returns in x0 only.
-    unsafe {
-        core::arch::asm!(
-            "svc 0",
-            in("x8") number,
-            inlateout("x0") args[0] as isize => ret,
-            in("x1") args[1], in("x2") args[2], in("x3") args[3], in("x4") args[4], in("x5") args[5],
-            options(nostack),
-        );
-    }
-    ret
-}
-
-/// Elsewhere through the C library, which only a std build of the shim has.
-#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+/// Elsewhere through the C library's `syscall`: only x86_64 builds the shim without libc
+/// (`nolibc`), so the others have it.
+#[cfg(not(target_arch = "x86_64"))]
 unsafe fn syscall(number: c_long, args: [usize; 6]) -> isize {
     // SAFETY: as above; libc's wrapper reports failures in errno instead.
     let ret =
