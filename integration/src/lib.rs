@@ -22,7 +22,7 @@ pub mod soak;
 pub mod webhook;
 
 pub use netns::Netns;
-pub use node::{Node, NodeBuilder};
+pub use node::{INTENT_JOURNAL, Node, NodeBuilder};
 pub use pod::Pod;
 pub use shim::ShimOutput;
 

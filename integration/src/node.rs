@@ -21,6 +21,9 @@ use crate::{Netns, Pod, binaries};
 /// The subnet of the default cluster network each test node gets.
 pub const CLUSTER_SUBNET: &str = "198.18.0.0/24";
 
+/// plexusd's intent journal in the records dir: always there, and not a record.
+pub const INTENT_JOURNAL: &str = "intents.journal";
+
 pub struct NodeBuilder {
     cluster_conf: Option<Value>,
     manifests: Vec<(String, String)>,
@@ -718,9 +721,9 @@ impl Node {
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            // Not records: Multus adoption marks, and the intent journal (plexusd's
-            // records::journal), which is always there.
-            .filter(|name| name != "adopted" && name != "intents.journal")
+            // Not records: Multus adoption marks, and the intent journal, which is always
+            // there.
+            .filter(|name| name != "adopted" && name != INTENT_JOURNAL)
             .collect();
         found.sort();
         found

@@ -1,4 +1,5 @@
-//! The shim's whole interface to the kernel: a dozen system calls, made directly.
+//! The shim's whole interface to the kernel: a dozen system calls, made directly on x86_64
+//! and through libc's `syscall()` elsewhere.
 //!
 //! The shipped shim has no C library (`nolibc`): glibc's start-up alone costs ~0.6 ms per exec
 //! on a VM (README "Performance"), more than everything else the shim does. So every call the

@@ -112,10 +112,7 @@ impl RecordStore {
     pub async fn save_intent(&self, record: &mut PodRecord) -> Result<Intent, RecordError> {
         record.intent = Some(next_intent());
         let id = record.container_id.clone();
-        let io_err = |source| RecordError::Io {
-            path: self.path(&id),
-            source,
-        };
+        let io_err = |source| self.io_error(&id, source);
         let payload = serde_json::to_vec(record).map_err(|e| io_err(io::Error::other(e)))?;
         let journaled = self.journal.as_ref().and_then(|journal| {
             let slot = journal.reserve(payload.len())?;
@@ -224,6 +221,14 @@ mod tests {
         (dir, store, record, intent)
     }
 
+    /// The record an ADD that started with `intent` finishes with: the same, with results.
+    fn with_results(intent: PodRecord) -> PodRecord {
+        PodRecord {
+            network_status: full_record(intent.container_id.as_str()).network_status,
+            ..intent
+        }
+    }
+
     /// Reopens the store as plexusd does when it starts after a crash.
     fn after_a_crash(dir: &Path) -> RecordStore {
         RecordStore::open(dir).unwrap()
@@ -263,10 +268,7 @@ mod tests {
     #[tokio::test]
     async fn the_intent_s_own_record_with_its_results_is_kept() {
         let (dir, store, record, _intent) = with_intent(PodRecord::test("c1", Vec::new())).await;
-        let finished = PodRecord {
-            network_status: full_record("c1").network_status,
-            ..record
-        };
+        let finished = with_results(record);
         store.save(&finished).unwrap();
 
         let reopened = after_a_crash(dir.path());
@@ -287,10 +289,7 @@ mod tests {
     #[tokio::test]
     async fn a_settling_record_is_seen_before_it_is_durable_and_the_intent_covers_it_meanwhile() {
         let (dir, store, record, intent) = with_intent(PodRecord::test("c1", Vec::new())).await;
-        let finished = PodRecord {
-            network_status: full_record("c1").network_status,
-            ..record
-        };
+        let finished = with_results(record);
         let mut seen = None;
         store
             .settle_then(&finished, intent, || {

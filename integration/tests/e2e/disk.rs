@@ -1,7 +1,7 @@
 //! A records directory that cannot be written: the ADD fails before any delegate runs, with
 //! an error naming the directory, and nothing is left; once the disk is back, all works.
 
-use plexus_integration::{Node, Pod};
+use plexus_integration::{INTENT_JOURNAL, Node, Pod};
 
 use crate::fixtures::{bridge, nad, pod};
 
@@ -48,7 +48,7 @@ fn a_full_records_disk_fails_the_add_before_any_delegate_runs() {
     let node = node_on_a_small_disk(&web);
     // The journal's slots were written at start and need no new space; the intent's record
     // file does, and that is refused before any delegate runs.
-    assert!(node.records_dir().join("intents.journal").is_file());
+    assert!(node.records_dir().join(INTENT_JOURNAL).is_file());
     node.records_mount().fill();
     assert_refused_before_any_delegate(&node, &web, "No space left on device");
     assert!(node.del(&web).success());
