@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -185,6 +186,12 @@ pub struct RecordStore {
 
 const SUFFIX: &str = ".json";
 const TEMP_SUFFIX: &str = ".tmp";
+/// Where `RecordStore::remove` moves a record to be unlinked in the background.
+pub const DELETED_DIR: &str = "deleted";
+
+/// Numbers the records moved to `deleted/`, so that a record removed again before the last
+/// one was unlinked does not land on it (renaming over a file unlinks it on the spot).
+static BURIED: AtomicU64 = AtomicU64::new(0);
 
 /// A record renamed into place but not yet durable (`RecordStore::publish`).
 struct Unsynced {
@@ -227,6 +234,7 @@ impl RecordStore {
                 let _ = fs::remove_file(entry.path());
             }
         }
+        sweep_deleted(&dir.join(DELETED_DIR));
         let found = journal::Found::read(&dir).map_err(io_err)?;
         let journal = match journal::Journal::start(&dir, &found) {
             Ok(journal) => Some(Arc::new(journal)),
@@ -326,9 +334,26 @@ impl RecordStore {
     /// directory is not fsynced, so DEL does not wait for the disk: should a crash undo the
     /// removal, the record comes back and the next DEL or GC deletes its attachments again,
     /// which is harmless, since DEL of what is already gone succeeds.
+    ///
+    /// The record is renamed into `deleted/` and unlinked there in the background: unlinking
+    /// a file that was fsynced frees its blocks, which costs ext4 0.1 ms (0.4 at p90) on the
+    /// DEL's path, the rename a tenth of that. What a crash leaves in `deleted/` is swept at
+    /// start. Without `deleted/` (it could not be made) the record is unlinked in place.
     pub fn remove(&self, id: &ContainerId) -> Result<(), RecordError> {
         let path = self.path(id);
-        match fs::remove_file(&path) {
+        let buried = self.dir.join(DELETED_DIR).join(format!(
+            "{id}.{}{SUFFIX}",
+            BURIED.fetch_add(1, Ordering::Relaxed)
+        ));
+        let removed = match fs::rename(&path, &buried) {
+            Ok(()) => {
+                unlink_off_path(buried);
+                Ok(())
+            }
+            // Also when the record is already gone: the unlink then says so.
+            Err(_) => fs::remove_file(&path),
+        };
+        match removed {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(source) => return Err(RecordError::Io { path, source }),
@@ -382,6 +407,29 @@ impl RecordStore {
     }
 }
 
+/// Makes `deleted/` and empties it of what a crash left there. A `deleted/` that cannot be
+/// made only costs DEL the unlink in place (`RecordStore::remove`).
+fn sweep_deleted(deleted: &Path) {
+    if let Err(error) = fs::create_dir_all(deleted) {
+        tracing::warn!(dir = %deleted.display(), %error, "DEL will unlink records in place");
+        return;
+    }
+    for entry in fs::read_dir(deleted).into_iter().flatten().flatten() {
+        let _ = fs::remove_file(entry.path());
+    }
+}
+
+/// Unlinks a removed record on tokio's blocking pool, or here when there is no runtime.
+fn unlink_off_path(path: PathBuf) {
+    let unlink = move || {
+        let _ = fs::remove_file(path);
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(unlink)),
+        Err(_) => unlink(),
+    }
+}
+
 /// The container whose record a file in the directory is.
 fn record_id(file_name: &std::ffi::OsStr) -> Option<ContainerId> {
     let name = file_name.to_string_lossy();
@@ -416,10 +464,10 @@ mod tests {
     use crate::testing::chain;
     use crate::testing::dir_entries;
 
-    /// The records directory's entries but the journal, which is always there.
+    /// The records directory's entries but the journal and `deleted/`, which are always there.
     pub(super) fn records_in(dir: &Path) -> Vec<String> {
         let mut names = dir_entries(dir);
-        names.retain(|name| name != journal::FILE_NAME);
+        names.retain(|name| name != journal::FILE_NAME && name != DELETED_DIR);
         names
     }
 
@@ -603,6 +651,71 @@ mod tests {
         assert_eq!(store.load(&id("c1")).unwrap(), None);
         store.remove(&id("c1")).unwrap();
         assert!(records_in(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_removed_record_passes_through_deleted_and_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        store.save(&full_record("c1")).unwrap();
+        store.remove(&id("c1")).unwrap();
+        assert_eq!(store.load(&id("c1")).unwrap(), None);
+        assert!(records_in(dir.path()).is_empty());
+        assert!(dir_entries(&dir.path().join(DELETED_DIR)).is_empty());
+    }
+
+    #[tokio::test]
+    async fn under_a_runtime_the_record_is_gone_at_once_and_unlinked_in_the_background() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        for _ in 0..3 {
+            // The same container again before the last one was unlinked, as a quick
+            // ADD-DEL-ADD-DEL does.
+            store.save(&full_record("c1")).unwrap();
+            store.remove(&id("c1")).unwrap();
+            assert_eq!(store.load(&id("c1")).unwrap(), None);
+            assert!(records_in(dir.path()).is_empty());
+            assert!(store.list().unwrap().is_empty());
+        }
+        let deleted = dir.path().join(DELETED_DIR);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !dir_entries(&deleted).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "left in deleted/: {:?}",
+                dir_entries(&deleted)
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    #[test]
+    fn open_sweeps_what_a_crash_left_in_deleted_and_keeps_the_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        let record = full_record("c1");
+        store.save(&record).unwrap();
+        // A crash between a DEL's rename and its unlink.
+        let deleted = dir.path().join(DELETED_DIR);
+        fs::write(deleted.join("c1.7.json"), b"{}").unwrap();
+        fs::write(deleted.join("c2.8.json"), b"{}").unwrap();
+        let reopened = RecordStore::open(dir.path()).unwrap();
+        assert!(dir_entries(&deleted).is_empty());
+        assert_eq!(reopened.load(&id("c1")).unwrap(), Some(record));
+        assert_eq!(records_in(dir.path()), ["c1.json"]);
+    }
+
+    #[test]
+    fn without_deleted_a_record_is_unlinked_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        // Something else took the name: the store still opens, and DEL still removes.
+        fs::write(dir.path().join(DELETED_DIR), b"not a directory").unwrap();
+        let store = RecordStore::open(dir.path()).unwrap();
+        store.save(&full_record("c1")).unwrap();
+        store.remove(&id("c1")).unwrap();
+        assert_eq!(store.load(&id("c1")).unwrap(), None);
+        assert!(records_in(dir.path()).is_empty());
+        store.remove(&id("c1")).unwrap();
     }
 
     #[test]

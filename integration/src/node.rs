@@ -23,6 +23,8 @@ pub const CLUSTER_SUBNET: &str = "198.18.0.0/24";
 
 /// plexusd's intent journal in the records dir: always there, and not a record.
 pub const INTENT_JOURNAL: &str = "intents.journal";
+/// Where plexusd moves a record DEL removed, to unlink it in the background.
+pub const DELETED_RECORDS: &str = "deleted";
 
 pub struct NodeBuilder {
     cluster_conf: Option<Value>,
@@ -721,9 +723,9 @@ impl Node {
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            // Not records: Multus adoption marks, and the intent journal, which is always
-            // there.
-            .filter(|name| name != "adopted" && name != INTENT_JOURNAL)
+            // Not records: Multus adoption marks, and the intent journal and the directory of
+            // removed records, which are always there.
+            .filter(|name| !["adopted", INTENT_JOURNAL, DELETED_RECORDS].contains(&name.as_str()))
             .collect();
         found.sort();
         found
@@ -741,6 +743,18 @@ impl Node {
             self.records().is_empty(),
             "records left: {:?}",
             self.records()
+        );
+        // DEL unlinks what it removed just after its answer.
+        let deleted = self.records_dir().join(DELETED_RECORDS);
+        let unlinked = || std::fs::read_dir(&deleted).map_or(true, |mut e| e.next().is_none());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !unlinked() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            unlinked(),
+            "removed records not unlinked in {}",
+            deleted.display()
         );
     }
 
