@@ -187,7 +187,7 @@ pub struct RecordStore {
 const SUFFIX: &str = ".json";
 const TEMP_SUFFIX: &str = ".tmp";
 /// Where `RecordStore::remove` moves a record to be unlinked in the background.
-pub const DELETED_DIR: &str = "deleted";
+const DELETED_DIR: &str = "deleted";
 
 /// Numbers the records moved to `deleted/`, so that a record removed again before the last
 /// one was unlinked does not land on it (renaming over a file unlinks it on the spot).
@@ -654,7 +654,7 @@ mod tests {
     }
 
     #[test]
-    fn a_removed_record_passes_through_deleted_and_leaves_nothing() {
+    fn a_removed_record_leaves_nothing_in_the_store_or_in_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let store = RecordStore::open(dir.path()).unwrap();
         store.save(&full_record("c1")).unwrap();

@@ -746,15 +746,10 @@ impl Node {
         );
         // DEL unlinks what it removed just after its answer.
         let deleted = self.records_dir().join(DELETED_RECORDS);
-        let unlinked = || std::fs::read_dir(&deleted).map_or(true, |mut e| e.next().is_none());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !unlinked() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(
-            unlinked(),
-            "removed records not unlinked in {}",
-            deleted.display()
+        crate::podman::wait_until(
+            &format!("removed records unlinked in {}", deleted.display()),
+            Duration::from_secs(10),
+            || std::fs::read_dir(&deleted).map_or(true, |mut e| e.next().is_none()),
         );
     }
 
