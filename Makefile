@@ -99,7 +99,7 @@ image:
 
 # What Plexus costs over the plugins it runs (issue 6): release builds, then the bench as root
 # (tables on stdout, JSON in target/bench/plexus-bench.json). Flags go in BENCH_ARGS, e.g.
-# `make bench BENCH_ARGS="--reps 100"`; `target/release/plexus-bench --help` lists them.
+# `make bench BENCH_ARGS="--reps 300"`; `target/release/plexus-bench --help` lists them.
 bench: deps
 	$(CARGO) build --release --workspace --bins
 	$(call static_shim,--release)
