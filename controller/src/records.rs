@@ -350,7 +350,8 @@ impl RecordStore {
                 unlink_off_path(buried);
                 Ok(())
             }
-            // Also when the record is already gone: the unlink then says so.
+            // ENOENT may mean the record is gone or that `deleted/` is: only the unlink in
+            // place tells them apart.
             Err(_) => fs::remove_file(&path),
         };
         match removed {
@@ -410,12 +411,9 @@ impl RecordStore {
 /// Makes `deleted/` and empties it of what a crash left there. A `deleted/` that cannot be
 /// made only costs DEL the unlink in place (`RecordStore::remove`).
 fn sweep_deleted(deleted: &Path) {
-    if let Err(error) = fs::create_dir_all(deleted) {
+    let _ = fs::remove_dir_all(deleted);
+    if let Err(error) = fs::create_dir(deleted) {
         tracing::warn!(dir = %deleted.display(), %error, "DEL will unlink records in place");
-        return;
-    }
-    for entry in fs::read_dir(deleted).into_iter().flatten().flatten() {
-        let _ = fs::remove_file(entry.path());
     }
 }
 
@@ -678,15 +676,16 @@ mod tests {
             assert!(store.list().unwrap().is_empty());
         }
         let deleted = dir.path().join(DELETED_DIR);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !dir_entries(&deleted).is_empty() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "left in deleted/: {:?}",
-                dir_entries(&deleted)
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        let unlinked = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while !dir_entries(&deleted).is_empty() {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        });
+        assert!(
+            unlinked.await.is_ok(),
+            "left in deleted/: {:?}",
+            dir_entries(&deleted)
+        );
     }
 
     #[test]

@@ -150,9 +150,11 @@ impl EventWriter {
     }
 }
 
-/// Adds a newly created event, forgetting the least recently sent one when full.
+/// Adds a newly created event, forgetting the least recently sent one when full (not when
+/// it replaces one it holds: a repeat whose series patch failed is created anew).
 fn remember(sent: &mut HashMap<u64, Sent>, digest: u64, name: String) {
     if sent.len() >= REMEMBERED
+        && !sent.contains_key(&digest)
         && let Some(oldest) = sent.iter().min_by_key(|(_, s)| s.last).map(|(d, _)| *d)
     {
         sent.remove(&oldest);
@@ -209,5 +211,13 @@ mod tests {
         assert_eq!(sent.len(), REMEMBERED);
         assert!(sent.contains_key(&0) && sent.contains_key(&u64::MAX));
         assert!(!sent.contains_key(&1));
+        // One it holds, created anew: it replaces itself and costs no other.
+        remember(&mut sent, 5, "web.5b".into());
+        assert_eq!(sent.len(), REMEMBERED);
+        assert!(
+            sent.contains_key(&2),
+            "the least recent was forgotten for nothing"
+        );
+        assert_eq!(sent[&5].name, "web.5b");
     }
 }
