@@ -7,6 +7,7 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::clock::Timestamp;
+use crate::cni::lookahead::Lookahead;
 use crate::cni::{
     CniResult, CniVersion, Command, DelegateCall, ExecError, Executor, NetconfError, NetworkConfig,
 };
@@ -87,6 +88,40 @@ struct ChainStep<'a> {
 }
 
 impl ChainStep<'_> {
+    /// The call of plugin `index`, with its config as `stdin`.
+    fn call(&self, index: usize, stdin: Vec<u8>) -> DelegateCall {
+        let d = self.delegate;
+        // STATUS takes no attachment parameters (CNI §2 STATUS); libcni sends them empty.
+        let attachment = self.command != Command::Status;
+        DelegateCall {
+            network: d.network.clone(),
+            plugin_type: self.netconf.plugins[index].plugin_type.clone(),
+            command: self.command,
+            container_id: self.target.container_id.to_owned(),
+            netns: self.target.netns.to_owned(),
+            ifname: if attachment {
+                d.ifname.to_string()
+            } else {
+                String::new()
+            },
+            cni_args: if attachment {
+                d.cni_args.clone()
+            } else {
+                String::new()
+            },
+            stdin,
+        }
+    }
+
+    /// The order this step's command runs the chain in: DEL in reverse (CNI §3 Deleting).
+    fn order(&self) -> Box<dyn Iterator<Item = usize> + Send> {
+        let plugins = 0..self.netconf.plugins.len();
+        match self.command {
+            Command::Del => Box::new(plugins.rev()),
+            _ => Box::new(plugins),
+        }
+    }
+
     async fn run(
         &self,
         exec: &dyn Executor,
@@ -103,26 +138,7 @@ impl ChainStep<'_> {
             prev_result,
             d.args_cni.as_ref(),
         );
-        // STATUS takes no attachment parameters (CNI §2 STATUS); libcni sends them empty.
-        let attachment = self.command != Command::Status;
-        let call = DelegateCall {
-            network: d.network.clone(),
-            plugin_type: plugin.clone(),
-            command: self.command,
-            container_id: self.target.container_id.to_owned(),
-            netns: self.target.netns.to_owned(),
-            ifname: if attachment {
-                d.ifname.to_string()
-            } else {
-                String::new()
-            },
-            cni_args: if attachment {
-                d.cni_args.clone()
-            } else {
-                String::new()
-            },
-            stdin: request.to_string().into_bytes(),
-        };
+        let call = self.call(index, request.to_string().into_bytes());
         let span = tracing::debug_span!("plugin", plugin = %plugin, command = %self.command);
         exec.run(call)
             .instrument(span)
@@ -152,6 +168,30 @@ fn netconf(delegate: &Delegate) -> Result<NetworkConfig, AttachError> {
         network: delegate.network.clone(),
         source,
     })
+}
+
+/// The plugin calls `command` makes for `delegates`, in the order given, each chain in its
+/// command's order, without their configs: what [`Lookahead`] starts ahead. A delegate whose
+/// config does not parse ends the plan; its chain fails before any plugin of it runs.
+fn plan<'d>(
+    delegates: impl Iterator<Item = &'d Delegate>,
+    command: Command,
+    target: Target<'_>,
+) -> Vec<DelegateCall> {
+    let mut calls = Vec::new();
+    for delegate in delegates {
+        let Ok(netconf) = delegate.netconf() else {
+            break;
+        };
+        let step = ChainStep {
+            delegate,
+            netconf: &netconf,
+            target,
+            command,
+        };
+        calls.extend(step.order().map(|index| step.call(index, Vec::new())));
+    }
+    calls
 }
 
 /// ADD through the chain; the last plugin's result, in the delegate's version, is returned.
@@ -207,7 +247,7 @@ pub async fn del_chain(
         command: Command::Del,
     };
     let prev = result.filter(|_| delegate.version.del_gets_prev_result());
-    for index in (0..netconf.plugins.len()).rev() {
+    for index in step.order() {
         step.run(exec, index, prev).await?;
     }
     Ok(())
@@ -292,12 +332,13 @@ pub async fn attach_all_timed(
     delegates: &[Delegate],
     target: Target<'_>,
 ) -> Result<Vec<Added>, AddFailure> {
+    let ahead = Lookahead::new(exec, plan(delegates.iter(), Command::Add, target));
     let mut added = Vec::with_capacity(delegates.len());
     for delegate in delegates {
         let span =
             tracing::info_span!("attach", network = %delegate.network, ifname = %delegate.ifname);
         let started = Instant::now();
-        match add_chain(exec, delegate, target).instrument(span).await {
+        match add_chain(&ahead, delegate, target).instrument(span).await {
             Ok(result) => added.push(Added {
                 result,
                 attached: Attached {
@@ -307,6 +348,8 @@ pub async fn attach_all_timed(
             }),
             Err(error) => {
                 tracing::warn!(%error, "ADD failed; rolling back");
+                // The next plugin, started ahead, is killed unfed before anything is undone.
+                drop(ahead);
                 // Its ADD failed, so the plugin should have undone its own work; a DEL that
                 // fails too (macvlan on a missing master, say) is logged, not kept, or every
                 // later DEL of the pod would fail on it forever. A plugin stopped before it
@@ -364,12 +407,14 @@ pub async fn detach_all(
     attachments: &[Attachment],
     target: Target<'_>,
 ) -> Vec<DetachFailure> {
+    let delegates = attachments.iter().rev().map(|a| &a.delegate);
+    let ahead = Lookahead::new(exec, plan(delegates, Command::Del, target));
     let mut failures = Vec::new();
     for (index, attachment) in attachments.iter().enumerate().rev() {
         let delegate = &attachment.delegate;
         let span =
             tracing::info_span!("detach", network = %delegate.network, ifname = %delegate.ifname);
-        if let Err(error) = del_chain(exec, delegate, attachment.result.as_ref(), target)
+        if let Err(error) = del_chain(&ahead, delegate, attachment.result.as_ref(), target)
             .instrument(span)
             .await
         {

@@ -95,6 +95,9 @@ pub struct Config {
     pub metrics_address: Option<std::net::SocketAddr>,
     /// The deadline for one delegate call, in seconds.
     pub delegate_timeout_seconds: u64,
+    /// Start each delegate's process while the one before it runs, holding back only its
+    /// config (`cni::lookahead`). Off for plugins that act before reading their config.
+    pub delegate_start_ahead: bool,
     pub log_format: LogFormat,
     /// The kubelet's PodResources socket: which device-plugin devices a pod was given.
     pub pod_resources_socket: PathBuf,
@@ -138,6 +141,7 @@ impl Default for Config {
             conflist_name: crate::conflist::DEFAULT_FILE_NAME.into(),
             metrics_address: None,
             delegate_timeout_seconds: 60,
+            delegate_start_ahead: true,
             log_format: LogFormat::Text,
             pod_resources_socket: "/var/lib/kubelet/pod-resources/kubelet.sock".into(),
             pod_resources_timeout_seconds: 3,

@@ -173,7 +173,8 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let owner = config.records_dir.display().to_string();
     let plugins = Arc::new(
         PluginExecutor::new(config.cni_bin_dirs.clone(), config.delegate_timeout())
-            .owned_by(owner.clone()),
+            .owned_by(owner.clone())
+            .start_ahead(config.delegate_start_ahead),
     );
 
     let executor = Arc::new(Metered::new(plugins, Arc::clone(&metrics)));

@@ -12,9 +12,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
-use tokio::sync::oneshot;
 
-use crate::cni::{DelegateCall, ExecError, Executor};
+use crate::cni::{DelegateCall, Executor, Outcome, Pending};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -197,38 +196,38 @@ impl Metered {
     }
 }
 
-impl Metered {
-    async fn timed(
-        &self,
-        call: DelegateCall,
-        ready: Option<oneshot::Receiver<bool>>,
-    ) -> Result<Vec<u8>, ExecError> {
-        let labels = DelegateLabels {
-            network: call.network.clone(),
-            plugin: call.plugin_type.clone(),
-            command: call.command.to_string(),
-        };
-        let started = Instant::now();
-        let outcome = match ready {
-            Some(ready) => self.inner.run_when(call, ready).await,
-            None => self.inner.run(call).await,
-        };
-        self.metrics.observe_delegate(&labels, started);
-        outcome
+fn labels(call: &DelegateCall) -> DelegateLabels {
+    DelegateLabels {
+        network: call.network.clone(),
+        plugin: call.plugin_type.clone(),
+        command: call.command.to_string(),
     }
 }
 
+/// A delegate's time runs from its turn (its spawn, or its config for one started ahead) to
+/// its exit: what the pod waited for it.
 impl Executor for Metered {
-    fn run(&self, call: DelegateCall) -> BoxFuture<'_, Result<Vec<u8>, ExecError>> {
-        Box::pin(self.timed(call, None))
+    fn run(&self, call: DelegateCall) -> Outcome<'_> {
+        let labels = labels(&call);
+        Box::pin(async move {
+            let started = Instant::now();
+            let outcome = self.inner.run(call).await;
+            self.metrics.observe_delegate(&labels, started);
+            outcome
+        })
     }
 
-    fn run_when(
-        &self,
-        call: DelegateCall,
-        ready: oneshot::Receiver<bool>,
-    ) -> BoxFuture<'_, Result<Vec<u8>, ExecError>> {
-        Box::pin(self.timed(call, Some(ready)))
+    fn start(&self, call: DelegateCall) -> Pending<'_> {
+        let labels = labels(&call);
+        let inner = self.inner.start(call);
+        Pending::new(move |stdin| {
+            Box::pin(async move {
+                let started = Instant::now();
+                let outcome = inner.run(stdin).await;
+                self.metrics.observe_delegate(&labels, started);
+                outcome
+            })
+        })
     }
 
     fn supported_versions<'a>(&'a self, plugin_type: &'a str) -> BoxFuture<'a, Vec<String>> {

@@ -16,7 +16,6 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command as ProcessCommand};
-use tokio::sync::oneshot;
 
 use super::{CniError, Command};
 use crate::cni::CniVersion;
@@ -78,29 +77,56 @@ impl ExecError {
     }
 }
 
+impl DelegateCall {
+    /// Whether `other` would start the same process: the same binary with the same
+    /// environment. Only the stdin may differ.
+    pub fn same_process(&self, other: &Self) -> bool {
+        self.plugin_type == other.plugin_type
+            && self.command == other.command
+            && self.container_id == other.container_id
+            && self.netns == other.netns
+            && self.ifname == other.ifname
+            && self.cni_args == other.cni_args
+            && self.network == other.network
+    }
+}
+
+/// What a plugin's run resolves to: its stdout.
+pub type Outcome<'a> = BoxFuture<'a, Result<Vec<u8>, ExecError>>;
+
+/// A plugin call waiting for its config, whose process may already be running.
+/// [`Pending::run`] feeds it the config and waits for its answer; a `Pending` dropped unfed
+/// kills whatever it started, which cannot have done anything yet.
+pub struct Pending<'a> {
+    feed: Box<dyn FnOnce(Vec<u8>) -> Outcome<'a> + Send + 'a>,
+}
+
+impl<'a> Pending<'a> {
+    pub fn new(feed: impl FnOnce(Vec<u8>) -> Outcome<'a> + Send + 'a) -> Self {
+        Self {
+            feed: Box::new(feed),
+        }
+    }
+
+    /// Gives the plugin `stdin` (its config) and runs it to the end.
+    pub fn run(self, stdin: Vec<u8>) -> Outcome<'a> {
+        (self.feed)(stdin)
+    }
+}
+
 /// Runs plugins. A trait so that ordering and rollback logic can be unit-tested with a recorder.
 pub trait Executor: Send + Sync {
     /// Runs the call; `Ok` carries the plugin's stdout.
-    fn run(&self, call: DelegateCall) -> BoxFuture<'_, Result<Vec<u8>, ExecError>>;
+    fn run(&self, call: DelegateCall) -> Outcome<'_>;
 
-    /// Runs the call once `ready` says yes. A plugin does nothing before it has read its
-    /// config on stdin, so an executor may start the process at once and hold back only its
-    /// stdin: what `ready` waits for (the ADD's intent reaching the disk) then overlaps the
-    /// exec. No (or a dropped sender) fails the call with [`ExecError::Held`], the plugin
-    /// having been given nothing.
-    fn run_when(
-        &self,
-        call: DelegateCall,
-        ready: oneshot::Receiver<bool>,
-    ) -> BoxFuture<'_, Result<Vec<u8>, ExecError>> {
-        Box::pin(async move {
-            if ready.await != Ok(true) {
-                return Err(ExecError::Held {
-                    plugin: call.plugin_type,
-                });
-            }
-            self.run(call).await
-        })
+    /// Prepares `call` (its `stdin` is not used) to run once it is given its config.
+    ///
+    /// An executor may start the process at once: a plugin does nothing before it has read
+    /// its config on stdin, so whatever it waits for meanwhile (the ADD's intent reaching the
+    /// disk, the plugin before it in the pod's sequence) overlaps its exec and start-up
+    /// instead of preceding them. This default starts nothing before it is fed.
+    fn start(&self, call: DelegateCall) -> Pending<'_> {
+        Pending::new(move |stdin| self.run(DelegateCall { stdin, ..call }))
     }
 
     /// The versions a plugin speaks (its VERSION answer), cached per binary.
@@ -115,6 +141,8 @@ pub struct PluginExecutor {
     versions: Mutex<HashMap<String, Arc<Vec<String>>>>,
     /// Who started the delegates, for a later plexusd to find those left running.
     owner: String,
+    /// Whether [`Executor::start`] starts the process before the plugin's turn.
+    start_ahead: bool,
 }
 
 /// How often and how long to retry an exec that hit ETXTBSY (the binary is being replaced);
@@ -135,7 +163,16 @@ impl PluginExecutor {
             deadline,
             versions: Mutex::new(HashMap::new()),
             owner: String::new(),
+            start_ahead: true,
         }
+    }
+
+    /// Whether a plugin's process may start before its turn, waiting for its config
+    /// (`delegateStartAhead`). Off, no plugin process exists before the plugin is given its
+    /// config, for plugins that act on their environment before reading it.
+    pub fn start_ahead(mut self, start_ahead: bool) -> Self {
+        self.start_ahead = start_ahead;
+        self
     }
 
     /// Marks every delegate as started by `owner` (plexusd's records directory), so that
@@ -166,32 +203,35 @@ impl PluginExecutor {
             })
     }
 
+    /// Runs `call` and logs how long it took; `started` is a process already spawned for it.
     async fn run_logged(
         &self,
         call: DelegateCall,
-        ready: Option<oneshot::Receiver<bool>>,
+        started: Option<Started>,
     ) -> Result<Vec<u8>, ExecError> {
-        let started = Instant::now();
-        let outcome = self.exec(&call, ready).await;
+        let began = Instant::now();
+        let outcome = match started {
+            Some(mut started) => {
+                started.fed = true;
+                self.wait(&mut started.child, &call).await
+            }
+            None => self.exec(&call).await,
+        };
         tracing::debug!(
             plugin = %call.plugin_type,
             command = %call.command,
             ifname = %call.ifname,
-            elapsed_us = started.elapsed().as_micros() as u64,
+            elapsed_us = began.elapsed().as_micros() as u64,
             ok = outcome.is_ok(),
             "delegate finished"
         );
         outcome
     }
 
-    async fn exec(
-        &self,
-        call: &DelegateCall,
-        ready: Option<oneshot::Receiver<bool>>,
-    ) -> Result<Vec<u8>, ExecError> {
+    async fn exec(&self, call: &DelegateCall) -> Result<Vec<u8>, ExecError> {
         let binary = self.find(&call.plugin_type)?;
         let mut attempt = 0;
-        let child = loop {
+        let mut child = loop {
             match self.spawn(&binary, call) {
                 Err(e)
                     if e.raw_os_error() == Some(libc::ETXTBSY) && attempt < TEXT_BUSY_RETRIES =>
@@ -206,7 +246,7 @@ impl PluginExecutor {
             plugin: call.plugin_type.clone(),
             source,
         })?;
-        self.wait(child, call, ready).await
+        self.wait(&mut child, call).await
     }
 
     fn spawn(&self, binary: &Path, call: &DelegateCall) -> io::Result<Child> {
@@ -235,44 +275,26 @@ impl PluginExecutor {
         command.spawn()
     }
 
-    /// Feeds the plugin its stdin (once `ready` says yes, if given), collects its output and
-    /// kills its process group at the deadline.
-    async fn wait(
-        &self,
-        mut child: Child,
-        call: &DelegateCall,
-        ready: Option<oneshot::Receiver<bool>>,
-    ) -> Result<Vec<u8>, ExecError> {
+    /// Feeds the plugin its stdin, collects its output and kills its process group at the
+    /// deadline.
+    async fn wait(&self, child: &mut Child, call: &DelegateCall) -> Result<Vec<u8>, ExecError> {
         let group = child.id().map(|pid| Pid::from_raw(pid as i32));
         let (stdin, stdout, stderr) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take());
         let io = async {
             let write = async {
-                if let Some(ready) = ready
-                    && ready.await != Ok(true)
-                {
-                    // Killed before it read a byte: it cannot have done anything.
-                    if let Some(group) = group {
-                        let _ = killpg(group, Signal::SIGKILL);
-                    }
-                    return false;
-                }
                 if let Some(mut stdin) = stdin {
                     // A plugin may exit without reading its stdin; that is its business.
                     let _ = stdin.write_all(&call.stdin).await;
                 }
-                true
             };
-            let (fed, out, err, status) =
+            let ((), out, err, status) =
                 tokio::join!(write, read_all(stdout), read_all(stderr), child.wait());
-            (fed, out, err, status)
+            (out, err, status)
         };
         tokio::pin!(io);
         tokio::select! {
-            (fed, stdout, stderr, status) = &mut io => {
-                if !fed {
-                    return Err(ExecError::Held { plugin: call.plugin_type.clone() });
-                }
+            (stdout, stderr, status) = &mut io => {
                 return finish(call, stdout, &stderr, status);
             }
             () = tokio::time::sleep(self.deadline) => {}
@@ -284,7 +306,7 @@ impl PluginExecutor {
         // usually the best clue to why it hung. A process that left the group could keep
         // them open, hence the bound.
         let stderr = match tokio::time::timeout(KILL_GRACE, &mut io).await {
-            Ok((_, _, stderr, _)) => String::from_utf8_lossy(&stderr).into_owned(),
+            Ok((_, stderr, _)) => String::from_utf8_lossy(&stderr).into_owned(),
             Err(_) => String::new(),
         };
         Err(ExecError::Timeout {
@@ -358,18 +380,42 @@ fn is_executable_file(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// A plugin's process started ahead of its turn. Dropped before it is fed, it is killed
+/// with its process group: it has read nothing, so it has done nothing. Once fed, the
+/// deadline is what kills it.
+struct Started {
+    child: Child,
+    fed: bool,
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        if !self.fed
+            && let Some(pid) = self.child.id()
+        {
+            let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+    }
+}
+
 impl Executor for PluginExecutor {
-    fn run(&self, call: DelegateCall) -> BoxFuture<'_, Result<Vec<u8>, ExecError>> {
+    fn run(&self, call: DelegateCall) -> Outcome<'_> {
         Box::pin(self.run_logged(call, None))
     }
 
-    /// Starts the plugin at once and gives it its stdin when `ready` says yes.
-    fn run_when(
-        &self,
-        call: DelegateCall,
-        ready: oneshot::Receiver<bool>,
-    ) -> BoxFuture<'_, Result<Vec<u8>, ExecError>> {
-        Box::pin(self.run_logged(call, Some(ready)))
+    /// Spawns the plugin at once (with `start_ahead`), to be fed its config later. A plugin
+    /// that cannot be spawned now is tried again at its turn, which reports the error (or
+    /// waits out a binary being replaced).
+    fn start(&self, call: DelegateCall) -> Pending<'_> {
+        let started = self
+            .start_ahead
+            .then(|| self.find(&call.plugin_type).ok())
+            .flatten()
+            .and_then(|binary| self.spawn(&binary, &call).ok())
+            .map(|child| Started { child, fed: false });
+        Pending::new(move |stdin| {
+            Box::pin(self.run_logged(DelegateCall { stdin, ..call }, started))
+        })
     }
 
     fn supported_versions<'a>(&'a self, plugin_type: &'a str) -> BoxFuture<'a, Vec<String>> {
@@ -393,7 +439,7 @@ impl Executor for PluginExecutor {
                 stdin: format!(r#"{{"cniVersion":"{}"}}"#, CniVersion::LATEST).into_bytes(),
             };
             // libcni takes a plugin that cannot answer VERSION to speak only the oldest version.
-            let supported = match self.exec(&call, None).await {
+            let supported = match self.exec(&call).await {
                 Ok(stdout) => parse_version_answer(&stdout),
                 Err(e) => {
                     tracing::warn!(plugin = plugin_type, error = %e, "VERSION probe failed");
@@ -483,50 +529,107 @@ mod tests {
         assert!(!env.contains("PLEXUS_TEST_LEAK"));
     }
 
-    #[tokio::test]
-    async fn a_held_plugin_runs_once_ready_says_yes_and_reads_its_config_only_then() {
-        let plugins = Plugins::new(1);
-        let marker = plugins.dirs[0].path().join("read");
-        plugins.add(
-            0,
-            "held",
-            &format!("cat > {}; cat {}", marker.display(), marker.display()),
-        );
-        let executor = plugins.executor(Duration::from_secs(5));
-        let (go, ready) = oneshot::channel();
-        let run = executor.run_when(call("held"), ready);
-        tokio::pin!(run);
-        // Started, but without its config it can only wait.
-        tokio::select! {
-            outcome = &mut run => panic!("finished before it was fed: {outcome:?}"),
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+    /// Waits up to 5 s for `path` to exist (a script got that far).
+    async fn appears(path: &Path) -> bool {
+        for _ in 0..500 {
+            if path.exists() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert_eq!(std::fs::read(&marker).unwrap_or_default(), b"");
-        go.send(true).unwrap();
-        assert_eq!(run.await.unwrap(), br#"{"cniVersion":"1.0.0"}"#);
+        false
+    }
+
+    /// Whether process `pid` is gone (or a zombie waiting to be reaped).
+    fn dead(pid: &str) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).map_or(true, |stat| {
+            stat.rsplit(')')
+                .next()
+                .is_some_and(|rest| rest.trim_start().starts_with('Z'))
+        })
     }
 
     #[tokio::test]
-    async fn a_held_plugin_told_no_is_killed_unfed_and_did_nothing() {
+    async fn a_plugin_started_ahead_runs_only_once_fed_and_reads_its_config_then() {
         let plugins = Plugins::new(1);
-        let marker = plugins.dirs[0].path().join("acted");
+        let (started, marker) = (
+            plugins.dirs[0].path().join("started"),
+            plugins.dirs[0].path().join("read"),
+        );
         plugins.add(
             0,
-            "held",
-            &format!("cat >/dev/null; touch {}", marker.display()),
+            "ahead",
+            &format!(
+                "touch {}; cat > {}; cat {}",
+                started.display(),
+                marker.display(),
+                marker.display()
+            ),
         );
         let executor = plugins.executor(Duration::from_secs(5));
-        for refusal in [Some(false), None] {
-            let (go, ready) = oneshot::channel();
-            match refusal {
-                Some(answer) => go.send(answer).unwrap(),
-                None => drop(go),
+        let mut ahead = call("ahead");
+        let stdin = std::mem::take(&mut ahead.stdin);
+        let pending = executor.start(ahead);
+        // Started, but without its config it can only wait.
+        assert!(appears(&started).await, "the plugin was not started ahead");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(std::fs::read(&marker).unwrap_or_default(), b"");
+        assert_eq!(
+            pending.run(stdin).await.unwrap(),
+            br#"{"cniVersion":"1.0.0"}"#
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plugin_started_ahead_and_dropped_unfed_is_killed_with_its_group_having_done_nothing()
+    {
+        let plugins = Plugins::new(1);
+        let dir = plugins.dirs[0].path();
+        let (pids, acted) = (dir.join("pids"), dir.join("acted"));
+        plugins.add(
+            0,
+            "ahead",
+            &format!(
+                "sleep 300 & echo $$ $! > {}.tmp; mv {0}.tmp {0}; cat >/dev/null; touch {}",
+                pids.display(),
+                acted.display()
+            ),
+        );
+        let executor = plugins.executor(Duration::from_secs(5));
+        let pending = executor.start(call("ahead"));
+        assert!(appears(&pids).await, "the plugin was not started ahead");
+        drop(pending);
+        let pids = std::fs::read_to_string(&pids).unwrap();
+        let gone = async {
+            while !pids.split_whitespace().all(dead) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
             }
-            let err = executor.run_when(call("held"), ready).await.unwrap_err();
-            assert!(matches!(err, ExecError::Held { .. }), "{err}");
-            assert_eq!(err.cni_code(), crate::cni::code::IO_FAILURE);
-        }
-        assert!(!marker.exists(), "a plugin that was never fed acted");
+        };
+        assert!(
+            tokio::time::timeout(Duration::from_secs(5), gone)
+                .await
+                .is_ok(),
+            "the plugin or its child ({pids}) survived being dropped unfed"
+        );
+        assert!(!acted.exists(), "a plugin that was never fed acted");
+    }
+
+    #[tokio::test]
+    async fn with_start_ahead_off_nothing_runs_before_it_is_fed() {
+        let plugins = Plugins::new(1);
+        let started = plugins.dirs[0].path().join("started");
+        plugins.add(0, "late", &format!("touch {}; cat", started.display()));
+        let executor = plugins.executor(Duration::from_secs(5)).start_ahead(false);
+        let mut late = call("late");
+        let stdin = std::mem::take(&mut late.stdin);
+        let pending = executor.start(late);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!started.exists(), "the plugin started before its turn");
+        assert_eq!(
+            pending.run(stdin).await.unwrap(),
+            br#"{"cniVersion":"1.0.0"}"#
+        );
+        assert!(started.exists());
     }
 
     #[tokio::test]
@@ -613,15 +716,11 @@ mod tests {
             .unwrap();
         // The grandchild was in the plugin's process group, so it is gone too (or a zombie
         // waiting for whoever adopted it to reap it).
-        let dead = (0..50).any(|_| {
+        let gone = (0..50).any(|_| {
             std::thread::sleep(Duration::from_millis(10));
-            std::fs::read_to_string(format!("/proc/{child}/stat")).map_or(true, |stat| {
-                stat.rsplit(')')
-                    .next()
-                    .is_some_and(|rest| rest.trim_start().starts_with('Z'))
-            })
+            dead(&child.to_string())
         });
-        assert!(dead, "the plugin's child {child} survived the deadline");
+        assert!(gone, "the plugin's child {child} survived the deadline");
     }
 
     #[tokio::test]

@@ -3,13 +3,14 @@
 pub mod error;
 pub mod exec;
 pub mod gate;
+pub mod lookahead;
 pub mod netconf;
 pub mod orphans;
 pub mod result;
 pub mod version;
 
 pub use error::{CniError, code};
-pub use exec::{DelegateCall, ExecError, Executor, PluginExecutor};
+pub use exec::{DelegateCall, ExecError, Executor, Outcome, Pending, PluginExecutor};
 pub use netconf::{NetconfError, NetworkConfig};
 pub use result::CniResult;
 pub use version::CniVersion;

@@ -365,3 +365,97 @@ esac"#;
     assert!(web.link_names().is_empty());
     node.assert_clean();
 }
+
+/// A delegate that logs when it starts, when it has its config and when it exits. With
+/// `"waitADD": true` (or `"waitDEL"`) in its config it waits, once fed, up to 5 s for another
+/// plugin to have started: one started ahead of its turn while this one runs.
+const SEQUENCE_SPY: &str = r#"log=@DIR@/sequence.log
+echo "start $CNI_COMMAND $CNI_IFNAME" >> $log
+config=$(cat)
+echo "fed $CNI_COMMAND $CNI_IFNAME" >> $log
+case "$config" in *"\"wait$CNI_COMMAND\":true"*)
+  for i in $(seq 250); do
+    [ "$(grep -c ^start $log)" -gt "$(( $(grep -c ^exit $log) + 1 ))" ] && break
+    sleep 0.02
+  done;;
+esac
+echo "exit $CNI_COMMAND $CNI_IFNAME" >> $log
+[ "$CNI_COMMAND" = ADD ] && printf '{"cniVersion":"1.0.0","interfaces":[{"name":"%s","sandbox":"%s"}]}' "$CNI_IFNAME" "$CNI_NETNS"
+exit 0"#;
+
+/// Runs ADD and DEL of a pod on the cluster network and two secondaries, all of them the
+/// sequence spy; returns the spy's log as (event, command, ifname) lines.
+fn spy_on_sequence(start_ahead: bool) -> Vec<(String, String, String)> {
+    let web = Pod::new("tenant", "web");
+    // Each plugin that has a successor waits to see it started ahead (with start-ahead on).
+    let spy = |name: &str, waits: &[&str]| {
+        let mut config = json!({"cniVersion": "1.0.0", "name": name, "type": "spy"});
+        for command in waits.iter().filter(|_| start_ahead) {
+            config[format!("wait{command}")] = json!(true);
+        }
+        config
+    };
+    let cluster = spy("cluster", &["ADD"]);
+    let node = Node::builder()
+        .plugin("spy", SEQUENCE_SPY)
+        .config_line(&format!("delegateStartAhead: {start_ahead}"))
+        .cluster(json!({"cniVersion": "1.0.0", "name": "cluster", "plugins": [cluster]}))
+        .manifest("a.yaml", &nad("tenant", "a", &spy("a", &["ADD", "DEL"])))
+        .manifest("b.yaml", &nad("tenant", "b", &spy("b", &["DEL"])))
+        .manifest("pod.yaml", &pod(&web, "a,b"))
+        .start();
+    assert!(node.add(&web).success());
+    assert!(node.del(&web).success());
+    std::fs::read_to_string(node.dir().join("sequence.log"))
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut words = line.split(' ').map(str::to_owned);
+            let mut word = || words.next().unwrap();
+            (word(), word(), word())
+        })
+        .collect()
+}
+
+/// Where `event` of `command` on `ifname` is in the log.
+fn at(log: &[(String, String, String)], event: &str, command: &str, ifname: &str) -> usize {
+    log.iter()
+        .position(|(e, c, i)| e == event && c == command && i == ifname)
+        .unwrap_or_else(|| panic!("no {event} {command} {ifname} in {log:?}"))
+}
+
+/// ADD runs eth0, net1, net2; DEL the reverse. Each plugin gets its config only after the one
+/// before it has exited (NPWG §7.3), whether or not it was started ahead.
+fn assert_fed_one_after_another(log: &[(String, String, String)]) -> Vec<(usize, usize)> {
+    let mut pairs = Vec::new();
+    for (command, order) in [("ADD", ["eth0", "net1", "net2"]), ("DEL", ["net2", "net1", "eth0"])] {
+        for turn in order.windows(2) {
+            let (before, next) = (turn[0], turn[1]);
+            assert!(
+                at(log, "fed", command, next) > at(log, "exit", command, before),
+                "{command} {next} was fed before {before} exited: {log:?}"
+            );
+            pairs.push((at(log, "start", command, next), at(log, "exit", command, before)));
+        }
+    }
+    pairs
+}
+
+#[test]
+fn each_delegate_starts_while_the_one_before_it_runs_but_gets_its_config_only_after_it() {
+    let log = spy_on_sequence(true);
+    for (started, before_exited) in assert_fed_one_after_another(&log) {
+        assert!(
+            started < before_exited,
+            "a plugin was not started ahead: {log:?}"
+        );
+    }
+}
+
+#[test]
+fn with_start_ahead_off_no_delegate_starts_before_the_one_before_it_exited() {
+    let log = spy_on_sequence(false);
+    for (started, before_exited) in assert_fed_one_after_another(&log) {
+        assert!(started > before_exited, "a plugin started ahead: {log:?}");
+    }
+}
