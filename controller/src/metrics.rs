@@ -204,8 +204,8 @@ fn labels(call: &DelegateCall) -> DelegateLabels {
     }
 }
 
-/// A delegate's time runs from its turn (its spawn, or its config for one started ahead) to
-/// its exit: what the pod waited for it.
+/// A delegate's time runs from its turn to its exit: what the pod waited for it. A plugin
+/// started ahead of its turn shows without the start-up it hid.
 impl Executor for Metered {
     fn run(&self, call: DelegateCall) -> Outcome<'_> {
         let labels = labels(&call);
@@ -220,11 +220,10 @@ impl Executor for Metered {
     fn start(&self, call: DelegateCall) -> Pending<'_> {
         let labels = labels(&call);
         let inner = self.inner.start(call);
-        Pending::new(move |stdin| {
+        Pending::new(move |stdin, turn| {
             Box::pin(async move {
-                let started = Instant::now();
-                let outcome = inner.run(stdin).await;
-                self.metrics.observe_delegate(&labels, started);
+                let outcome = inner.run_since(stdin, turn).await;
+                self.metrics.observe_delegate(&labels, turn);
                 outcome
             })
         })

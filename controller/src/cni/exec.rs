@@ -98,19 +98,27 @@ pub type Outcome<'a> = BoxFuture<'a, Result<Vec<u8>, ExecError>>;
 /// [`Pending::run`] feeds it the config and waits for its answer; a `Pending` dropped unfed
 /// kills whatever it started, which cannot have done anything yet.
 pub struct Pending<'a> {
-    feed: Box<dyn FnOnce(Vec<u8>) -> Outcome<'a> + Send + 'a>,
+    feed: Box<dyn FnOnce(Vec<u8>, Instant) -> Outcome<'a> + Send + 'a>,
 }
 
 impl<'a> Pending<'a> {
-    pub fn new(feed: impl FnOnce(Vec<u8>) -> Outcome<'a> + Send + 'a) -> Self {
+    /// `feed` gets the config and the instant the plugin's turn came.
+    pub fn new(feed: impl FnOnce(Vec<u8>, Instant) -> Outcome<'a> + Send + 'a) -> Self {
         Self {
             feed: Box::new(feed),
         }
     }
 
-    /// Gives the plugin `stdin` (its config) and runs it to the end.
+    /// Gives the plugin `stdin` (its config) and runs it to the end; its turn is now.
     pub fn run(self, stdin: Vec<u8>) -> Outcome<'a> {
-        (self.feed)(stdin)
+        self.run_since(stdin, Instant::now())
+    }
+
+    /// [`Pending::run`] for a plugin whose turn came at `turn`, earlier: the first of a
+    /// sequence, whose turn came when the sequence began, however long its config took.
+    /// A delegate's time in the metrics counts from its turn.
+    pub fn run_since(self, stdin: Vec<u8>, turn: Instant) -> Outcome<'a> {
+        (self.feed)(stdin, turn)
     }
 }
 
@@ -126,7 +134,7 @@ pub trait Executor: Send + Sync {
     /// disk, the plugin before it in the pod's sequence) overlaps its exec and start-up
     /// instead of preceding them. This default starts nothing before it is fed.
     fn start(&self, call: DelegateCall) -> Pending<'_> {
-        Pending::new(move |stdin| self.run(DelegateCall { stdin, ..call }))
+        Pending::new(move |stdin, _turn| self.run(DelegateCall { stdin, ..call }))
     }
 
     /// The versions a plugin speaks (its VERSION answer), cached per binary.
@@ -413,7 +421,7 @@ impl Executor for PluginExecutor {
             .flatten()
             .and_then(|binary| self.spawn(&binary, &call).ok())
             .map(|child| Started { child, fed: false });
-        Pending::new(move |stdin| {
+        Pending::new(move |stdin, _turn| {
             Box::pin(self.run_logged(DelegateCall { stdin, ..call }, started))
         })
     }

@@ -39,14 +39,14 @@ impl Executor for Gated<'_> {
         let plugin = call.plugin_type.clone();
         let inner = self.inner.start(call);
         let ready = self.ready.clone();
-        Pending::new(move |stdin| {
+        Pending::new(move |stdin, turn| {
             Box::pin(async move {
                 if !ready.await {
                     // Dropping it kills the plugin before it read a byte.
                     drop(inner);
                     return Err(ExecError::Held { plugin });
                 }
-                inner.run(stdin).await
+                inner.run_since(stdin, turn).await
             })
         })
     }

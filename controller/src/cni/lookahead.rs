@@ -4,19 +4,21 @@
 //! the one before it has answered. But a plugin does nothing before it has read its config,
 //! and its exec and start-up (a Go plugin's runtime: about 2 ms here) need nothing from the
 //! plugin before it. So the next plugin of a known sequence is started as soon as the current
-//! one is, and waits for its config on stdin while the current one works: the pod pays for
-//! one start-up instead of one per plugin. `delegateStartAhead: false` turns it off for
+//! one has its config, and waits for its own on stdin while the current one works: the pod
+//! pays for one start-up instead of one per plugin. `delegateStartAhead: false` turns it off for
 //! plugins that act on their environment before reading their config.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
+use std::time::Instant;
 
 use futures::future::BoxFuture;
 
 use super::{DelegateCall, Executor, Outcome, Pending};
 
 /// An executor that knows the calls to come (`plan`, without their stdin) and starts the
-/// next one whenever it starts one. A call that is not the one planned next (a failure took
+/// next one as soon as it has fed the current one. A call that is not the one planned next (a failure took
 /// the sequence elsewhere: a rollback, a chain cut short) kills what was started ahead,
 /// unfed, and ends the look-ahead.
 pub struct Lookahead<'a> {
@@ -27,6 +29,8 @@ pub struct Lookahead<'a> {
 struct Ahead<'a> {
     plan: VecDeque<DelegateCall>,
     next: Option<(DelegateCall, Pending<'a>)>,
+    /// When the sequence began: the first call's turn, however long it waits for its config.
+    began: Option<Instant>,
 }
 
 impl<'a> Lookahead<'a> {
@@ -37,6 +41,7 @@ impl<'a> Lookahead<'a> {
             ahead: Mutex::new(Ahead {
                 plan: plan.into(),
                 next: None,
+                began: Some(Instant::now()),
             }),
         };
         lookahead.start_next(&mut lookahead.lock());
@@ -66,14 +71,27 @@ impl Executor for Lookahead<'_> {
         let mut ahead = self.lock();
         if let Some((planned, pending)) = ahead.next.take() {
             if planned.same_process(&call) {
-                self.start_next(&mut ahead);
-                // `Pending` is invariant in its lifetime: rewrapped to the borrow's.
-                return Pending::new(move |stdin| pending.run(stdin));
+                let began = ahead.began.take();
+                return Pending::new(move |stdin, turn| {
+                    let mut run = pending.run_since(stdin, began.unwrap_or(turn));
+                    Box::pin(async move {
+                        // Fed first, and only then is the next one spawned: its spawn
+                        // (a tenth of a millisecond or two) runs beside this plugin
+                        // instead of before it.
+                        let first = futures::poll!(&mut run);
+                        self.start_next(&mut self.lock());
+                        match first {
+                            Poll::Ready(outcome) => outcome,
+                            Poll::Pending => run.await,
+                        }
+                    })
+                });
             }
             // Off the plan: what was started ahead is killed unfed before this one starts.
             drop(pending);
         }
         ahead.plan.clear();
+        ahead.began = None;
         self.inner.start(call)
     }
 
@@ -89,9 +107,9 @@ mod tests {
     use super::*;
     use crate::cni::Command;
 
-    /// Logs when each call is started, fed and dropped unfed.
+    /// Logs when each call is started, fed and dropped unfed, and the turn each was fed with.
     #[derive(Default)]
-    struct Log(Arc<Mutex<Vec<String>>>);
+    struct Log(Arc<Mutex<Vec<String>>>, Arc<Mutex<Vec<Instant>>>);
 
     /// A started call: logs "killed" when dropped without being fed.
     struct Unfed {
@@ -134,14 +152,23 @@ mod tests {
                 log: Arc::clone(&self.0),
                 fed: false,
             };
-            Pending::new(move |stdin| {
+            let turns = Arc::clone(&self.1);
+            Pending::new(move |stdin, turn| {
+                turns.lock().unwrap().push(turn);
                 unfed.fed = true;
-                unfed.log.lock().unwrap().push(format!(
+                let log = Arc::clone(&unfed.log);
+                log.lock().unwrap().push(format!(
                     "fed {} {}",
                     unfed.name,
                     String::from_utf8_lossy(&stdin)
                 ));
-                Box::pin(async { Ok(Vec::new()) })
+                let done = format!("done {}", unfed.name);
+                Box::pin(async move {
+                    // A plugin takes a while: the first poll finds it still running.
+                    tokio::task::yield_now().await;
+                    log.lock().unwrap().push(done);
+                    Ok(Vec::new())
+                })
             })
         }
 
@@ -182,11 +209,14 @@ mod tests {
             log.lines(),
             [
                 "start eth0",
-                "start net1",
                 "fed eth0 config-eth0",
-                "start net2",
+                "start net1",
+                "done eth0",
                 "fed net1 config-net1",
+                "start net2",
+                "done net1",
                 "fed net2 config-net2",
+                "done net2",
             ]
         );
     }
@@ -207,13 +237,16 @@ mod tests {
             log.lines(),
             [
                 "start eth0",
-                "start net1",
                 "fed eth0 config-eth0",
+                "start net1",
+                "done eth0",
                 "killed net1",
                 "start eth0",
                 "fed eth0 config-eth0",
+                "done eth0",
                 "start net2",
                 "fed net2 config-net2",
+                "done net2",
             ]
         );
     }
@@ -228,10 +261,28 @@ mod tests {
             log.lines(),
             [
                 "start eth0",
-                "start net1",
                 "fed eth0 config-eth0",
+                "start net1",
+                "done eth0",
                 "killed net1"
             ]
         );
+    }
+
+    #[tokio::test]
+    async fn the_first_calls_turn_is_when_the_sequence_began_and_the_others_when_they_are_fed() {
+        let log = Log::default();
+        let began = Instant::now();
+        let ahead = Lookahead::new(&log, vec![call("eth0"), call("net1")]);
+        let created = Instant::now();
+        // The first call waits (for the intent, say) before it is fed.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        ahead.run(fed("eth0")).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let second = Instant::now();
+        ahead.run(fed("net1")).await.unwrap();
+        let turns = log.1.lock().unwrap().clone();
+        assert!(turns[0] >= began && turns[0] <= created, "{turns:?}");
+        assert!(turns[1] >= second, "{turns:?}");
     }
 }
