@@ -428,14 +428,20 @@ fn at(log: &[(String, String, String)], event: &str, command: &str, ifname: &str
 /// before it has exited (NPWG §7.3), whether or not it was started ahead.
 fn assert_fed_one_after_another(log: &[(String, String, String)]) -> Vec<(usize, usize)> {
     let mut pairs = Vec::new();
-    for (command, order) in [("ADD", ["eth0", "net1", "net2"]), ("DEL", ["net2", "net1", "eth0"])] {
+    for (command, order) in [
+        ("ADD", ["eth0", "net1", "net2"]),
+        ("DEL", ["net2", "net1", "eth0"]),
+    ] {
         for turn in order.windows(2) {
             let (before, next) = (turn[0], turn[1]);
             assert!(
                 at(log, "fed", command, next) > at(log, "exit", command, before),
                 "{command} {next} was fed before {before} exited: {log:?}"
             );
-            pairs.push((at(log, "start", command, next), at(log, "exit", command, before)));
+            pairs.push((
+                at(log, "start", command, next),
+                at(log, "exit", command, before),
+            ));
         }
     }
     pairs

@@ -60,6 +60,10 @@ struct Args {
     /// Reviews of each kind in the webhook's latency.
     #[arg(long, default_value_t = 1000)]
     reviews: usize,
+    /// A line of plexusd's config for the latency and parallel nodes (repeatable), to A/B a
+    /// setting: e.g. `--plexusd-config "delegateStartAhead: false"`.
+    #[arg(long = "plexusd-config", value_name = "LINE")]
+    plexusd_config: Vec<String>,
     /// Only these parts (comma-separated), e.g. `--only files` while profiling.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Part::Memory, Part::Files, Part::Kube, Part::Webhook, Part::Hotplug])]
     only: Vec<Part>,
@@ -152,7 +156,7 @@ fn run(args: &Args) -> Result<()> {
             "{source} source: starting a node with {} pods",
             annotated().len()
         ));
-        let node = world::node(kube, &annotated());
+        let node = world::node(kube, &annotated(), &args.plexusd_config);
         let direct = world::direct(&node);
         let cases: Vec<Case> = latency_pods
             .iter()

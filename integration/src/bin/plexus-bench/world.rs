@@ -147,15 +147,19 @@ pub fn realistic_pod(namespace: &str, name: &str, node: &str, networks: &str) ->
 
 /// A node at plexusd's default log level, with the no-op plugin and the bench's networks: the
 /// cluster network in its conf dir, `sec1`..`sec4` and `noop` as NADs (manifests for the
-/// files source, API objects for kube), and `pods` with the annotations given.
-pub fn node(kube: bool, pods: &[(&Pod, Value)]) -> Node {
+/// files source, API objects for kube), `pods` with the annotations given, and `config`
+/// added to plexusd's config.
+pub fn node(kube: bool, pods: &[(&Pod, Value)], config: &[String]) -> Node {
     let mut nads: Vec<(String, Value)> =
         (1..=4).map(|i| (format!("sec{i}"), secondary(i))).collect();
     nads.push(("noop".into(), noop_network()));
-    let builder: NodeBuilder = Node::builder()
-        .rust_log("info")
-        .cluster(cluster())
-        .plugin("noop", NOOP);
+    let builder: NodeBuilder = config.iter().fold(
+        Node::builder()
+            .rust_log("info")
+            .cluster(cluster())
+            .plugin("noop", NOOP),
+        |builder, line| builder.config_line(line),
+    );
     if !kube {
         let mut builder = builder;
         let docs: Vec<String> = nads.iter().map(|(n, c)| nad(n, c).to_string()).collect();
