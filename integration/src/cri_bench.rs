@@ -349,7 +349,8 @@ fn version_line(program: &str) -> String {
 /// Runs the benchmark with `reps` measured pods per mode (at least 30 for the figures).
 /// `Err` says why it cannot run here (containerd or crun missing); any other failure panics
 /// with what went wrong. Needs root; everything it makes goes away when it returns.
-pub fn cri_bench(reps: usize) -> Result<CriBenchResult, String> {
+/// `plexusd_config` is added to the Plexus node's config, to A/B a setting.
+pub fn cri_bench(reps: usize, plexusd_config: &[String]) -> Result<CriBenchResult, String> {
     if let Some(why) = containerd::unavailable() {
         return Err(why);
     }
@@ -366,7 +367,10 @@ pub fn cri_bench(reps: usize) -> Result<CriBenchResult, String> {
             (n, pod)
         })
         .collect();
-    let mut builder = Node::builder().config_line("writeConflist: true");
+    let mut builder = plexusd_config.iter().fold(
+        Node::builder().config_line("writeConflist: true"),
+        |builder, line| builder.config_line(line),
+    );
     for i in 1..=4 {
         builder = builder.manifest(&format!("b{i}.yaml"), &bridge_nad(i));
     }

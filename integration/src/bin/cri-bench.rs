@@ -1,6 +1,8 @@
-//! The CRI benchmark on its own (issue 8): `cri-bench [--reps N] [--json FILE]`, as root.
-//! Prints the table; with `--json`, writes the figures (`cri_run_overhead_ms_median` among
-//! them) to FILE. Skips, saying why, when containerd or crun is not installed.
+//! The CRI benchmark on its own (issue 8): `cri-bench [--reps N] [--json FILE]
+//! [--plexusd-config LINE]...`, as root. Prints the table; with `--json`, writes the figures
+//! (`cri_run_overhead_ms_median` among them) to FILE; each `--plexusd-config` line goes into
+//! plexusd's config, to A/B a setting. Skips, saying why, when containerd or crun is not
+//! installed.
 
 use std::process::ExitCode;
 
@@ -9,6 +11,7 @@ use plexus_integration::cri_bench::cri_bench;
 fn main() -> ExitCode {
     let mut reps = 30;
     let mut json = None;
+    let mut plexusd_config = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match (arg.as_str(), args.next()) {
@@ -16,13 +19,14 @@ fn main() -> ExitCode {
                 reps = n.parse().unwrap_or(reps);
             }
             ("--json", Some(path)) => json = Some(path),
+            ("--plexusd-config", Some(line)) => plexusd_config.push(line),
             _ => {
-                eprintln!("usage: cri-bench [--reps N] [--json FILE]");
+                eprintln!("usage: cri-bench [--reps N] [--json FILE] [--plexusd-config LINE]...");
                 return ExitCode::from(2);
             }
         }
     }
-    match cri_bench(reps) {
+    match cri_bench(reps, &plexusd_config) {
         Ok(result) => {
             print!("{}", result.table());
             if let Some(path) = json {
