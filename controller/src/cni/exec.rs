@@ -8,6 +8,7 @@ use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -149,8 +150,13 @@ pub struct PluginExecutor {
     versions: Mutex<HashMap<String, Arc<Vec<String>>>>,
     /// Who started the delegates, for a later plexusd to find those left running.
     owner: String,
-    /// Whether [`Executor::start`] starts the process before the plugin's turn.
-    start_ahead: bool,
+    /// Plugins started ahead of their turn and not yet fed (`Executor::start`)...
+    ahead: AtomicUsize,
+    /// ...and how many may be at once: one per CPU, 0 with `delegateStartAhead: false`. A
+    /// start-up overlaps something only while a CPU is free, and in a burst of pods none is:
+    /// there every process started early would only hold its memory and take CPU from the
+    /// plugins that are running.
+    ahead_limit: usize,
 }
 
 /// How often and how long to retry an exec that hit ETXTBSY (the binary is being replaced);
@@ -171,7 +177,8 @@ impl PluginExecutor {
             deadline,
             versions: Mutex::new(HashMap::new()),
             owner: String::new(),
-            start_ahead: true,
+            ahead: AtomicUsize::new(0),
+            ahead_limit: cpus(),
         }
     }
 
@@ -179,8 +186,18 @@ impl PluginExecutor {
     /// (`delegateStartAhead`). Off, no plugin process exists before the plugin is given its
     /// config, for plugins that act on their environment before reading it.
     pub fn start_ahead(mut self, start_ahead: bool) -> Self {
-        self.start_ahead = start_ahead;
+        self.ahead_limit = if start_ahead { cpus() } else { 0 };
         self
+    }
+
+    /// A place for one more plugin started ahead, if there is one.
+    fn ahead_slot(&self) -> Option<AheadSlot<'_>> {
+        self.ahead
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |waiting| {
+                (waiting < self.ahead_limit).then_some(waiting + 1)
+            })
+            .ok()
+            .map(|_| AheadSlot(&self.ahead))
     }
 
     /// Marks every delegate as started by `owner` (plexusd's records directory), so that
@@ -215,12 +232,13 @@ impl PluginExecutor {
     async fn run_logged(
         &self,
         call: DelegateCall,
-        started: Option<Started>,
+        started: Option<Started<'_>>,
     ) -> Result<Vec<u8>, ExecError> {
         let began = Instant::now();
         let outcome = match started {
             Some(mut started) => {
                 started.fed = true;
+                started.slot = None;
                 self.wait(&mut started.child, &call).await
             }
             None => self.exec(&call).await,
@@ -388,15 +406,30 @@ fn is_executable_file(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+/// One of the executor's places for a plugin started ahead, given back when the plugin is
+/// fed or killed.
+struct AheadSlot<'a>(&'a AtomicUsize);
+
+impl Drop for AheadSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A plugin's process started ahead of its turn. Dropped before it is fed, it is killed
 /// with its process group: it has read nothing, so it has done nothing. Once fed, the
 /// deadline is what kills it.
-struct Started {
+struct Started<'a> {
     child: Child,
     fed: bool,
+    slot: Option<AheadSlot<'a>>,
 }
 
-impl Drop for Started {
+impl Drop for Started<'_> {
     fn drop(&mut self) {
         if !self.fed
             && let Some(pid) = self.child.id()
@@ -411,16 +444,19 @@ impl Executor for PluginExecutor {
         Box::pin(self.run_logged(call, None))
     }
 
-    /// Spawns the plugin at once (with `start_ahead`), to be fed its config later. A plugin
-    /// that cannot be spawned now is tried again at its turn, which reports the error (or
-    /// waits out a binary being replaced).
+    /// Spawns the plugin at once when a place for it is free, to be fed its config later;
+    /// otherwise it is spawned at its turn. A plugin that cannot be spawned now is tried again
+    /// at its turn, which reports the error (or waits out a binary being replaced).
     fn start(&self, call: DelegateCall) -> Pending<'_> {
-        let started = self
-            .start_ahead
-            .then(|| self.find(&call.plugin_type).ok())
-            .flatten()
-            .and_then(|binary| self.spawn(&binary, &call).ok())
-            .map(|child| Started { child, fed: false });
+        let started = self.ahead_slot().and_then(|slot| {
+            let binary = self.find(&call.plugin_type).ok()?;
+            let child = self.spawn(&binary, &call).ok()?;
+            Some(Started {
+                child,
+                fed: false,
+                slot: Some(slot),
+            })
+        });
         Pending::new(move |stdin, _turn| {
             Box::pin(self.run_logged(DelegateCall { stdin, ..call }, started))
         })
@@ -620,6 +656,39 @@ mod tests {
             "the plugin or its child ({pids}) survived being dropped unfed"
         );
         assert!(!acted.exists(), "a plugin that was never fed acted");
+    }
+
+    #[tokio::test]
+    async fn no_more_plugins_wait_ahead_than_there_are_places_and_a_fed_one_frees_its_place() {
+        let plugins = Plugins::new(1);
+        let dir = plugins.dirs[0].path().to_owned();
+        plugins.add(
+            0,
+            "ahead",
+            &format!("touch {}/started-$CNI_IFNAME; cat", dir.display()),
+        );
+        let mut executor = plugins.executor(Duration::from_secs(5));
+        executor.ahead_limit = 1;
+        let on = |ifname: &str| DelegateCall {
+            ifname: ifname.into(),
+            stdin: Vec::new(),
+            ..call("ahead")
+        };
+        let first = executor.start(on("net1"));
+        let second = executor.start(on("net2"));
+        assert!(appears(&dir.join("started-net1")).await);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            !dir.join("started-net2").exists(),
+            "a second plugin was started ahead with one place"
+        );
+        assert_eq!(first.run(b"one".to_vec()).await.unwrap(), b"one");
+        // Fed, net1 gave its place back: the next start takes it.
+        let third = executor.start(on("net3"));
+        assert!(appears(&dir.join("started-net3")).await);
+        assert_eq!(second.run(b"two".to_vec()).await.unwrap(), b"two");
+        drop(third);
+        assert_eq!(executor.ahead.load(Ordering::Acquire), 0);
     }
 
     #[tokio::test]
