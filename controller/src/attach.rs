@@ -170,22 +170,25 @@ fn netconf(delegate: &Delegate) -> Result<NetworkConfig, AttachError> {
     })
 }
 
-/// The plugin calls `command` makes for `delegates`, in the order given, each chain in its
+/// Delegates with their configs parsed once, for the plan and for running their chains.
+type Parsed<'d> = Vec<(&'d Delegate, Result<NetworkConfig, AttachError>)>;
+
+fn parse_all<'d>(delegates: impl Iterator<Item = &'d Delegate>) -> Parsed<'d> {
+    delegates.map(|d| (d, netconf(d))).collect()
+}
+
+/// The plugin calls `command` makes for `parsed`, in the order given, each chain in its
 /// command's order, without their configs: what [`Lookahead`] starts ahead. A delegate whose
 /// config does not parse ends the plan; its chain fails before any plugin of it runs.
-fn plan<'d>(
-    delegates: impl Iterator<Item = &'d Delegate>,
-    command: Command,
-    target: Target<'_>,
-) -> Vec<DelegateCall> {
+fn plan(parsed: &Parsed<'_>, command: Command, target: Target<'_>) -> Vec<DelegateCall> {
     let mut calls = Vec::new();
-    for delegate in delegates {
-        let Ok(netconf) = delegate.netconf() else {
+    for (delegate, netconf) in parsed {
+        let Ok(netconf) = netconf else {
             break;
         };
         let step = ChainStep {
             delegate,
-            netconf: &netconf,
+            netconf,
             target,
             command,
         };
@@ -200,10 +203,18 @@ pub async fn add_chain(
     delegate: &Delegate,
     target: Target<'_>,
 ) -> Result<Value, AttachError> {
-    let netconf = netconf(delegate)?;
+    add_parsed(exec, delegate, &netconf(delegate)?, target).await
+}
+
+async fn add_parsed(
+    exec: &dyn Executor,
+    delegate: &Delegate,
+    netconf: &NetworkConfig,
+    target: Target<'_>,
+) -> Result<Value, AttachError> {
     let step = ChainStep {
         delegate,
-        netconf: &netconf,
+        netconf,
         target,
         command: Command::Add,
     };
@@ -239,10 +250,19 @@ pub async fn del_chain(
     result: Option<&Value>,
     target: Target<'_>,
 ) -> Result<(), AttachError> {
-    let netconf = netconf(delegate)?;
+    del_parsed(exec, delegate, &netconf(delegate)?, result, target).await
+}
+
+async fn del_parsed(
+    exec: &dyn Executor,
+    delegate: &Delegate,
+    netconf: &NetworkConfig,
+    result: Option<&Value>,
+    target: Target<'_>,
+) -> Result<(), AttachError> {
     let step = ChainStep {
         delegate,
-        netconf: &netconf,
+        netconf,
         target,
         command: Command::Del,
     };
@@ -332,13 +352,22 @@ pub async fn attach_all_timed(
     delegates: &[Delegate],
     target: Target<'_>,
 ) -> Result<Vec<Added>, AddFailure> {
-    let ahead = Lookahead::new(exec, plan(delegates.iter(), Command::Add, target));
+    let parsed = parse_all(delegates.iter());
+    let ahead = Lookahead::new(exec, plan(&parsed, Command::Add, target));
     let mut added = Vec::with_capacity(delegates.len());
-    for delegate in delegates {
+    for (delegate, netconf) in parsed {
         let span =
             tracing::info_span!("attach", network = %delegate.network, ifname = %delegate.ifname);
         let started = Instant::now();
-        match add_chain(&ahead, delegate, target).instrument(span).await {
+        let outcome = match netconf {
+            Ok(netconf) => {
+                add_parsed(&ahead, delegate, &netconf, target)
+                    .instrument(span)
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match outcome {
             Ok(result) => added.push(Added {
                 result,
                 attached: Attached {
@@ -407,17 +436,28 @@ pub async fn detach_all(
     attachments: &[Attachment],
     target: Target<'_>,
 ) -> Vec<DetachFailure> {
-    let delegates = attachments.iter().rev().map(|a| &a.delegate);
-    let ahead = Lookahead::new(exec, plan(delegates, Command::Del, target));
+    let parsed = parse_all(attachments.iter().rev().map(|a| &a.delegate));
+    let ahead = Lookahead::new(exec, plan(&parsed, Command::Del, target));
     let mut failures = Vec::new();
-    for (index, attachment) in attachments.iter().enumerate().rev() {
-        let delegate = &attachment.delegate;
+    let in_reverse = attachments.iter().enumerate().rev();
+    for ((index, attachment), (delegate, netconf)) in in_reverse.zip(parsed) {
         let span =
             tracing::info_span!("detach", network = %delegate.network, ifname = %delegate.ifname);
-        if let Err(error) = del_chain(&ahead, delegate, attachment.result.as_ref(), target)
-            .instrument(span)
-            .await
-        {
+        let outcome = match netconf {
+            Ok(netconf) => {
+                del_parsed(
+                    &ahead,
+                    delegate,
+                    &netconf,
+                    attachment.result.as_ref(),
+                    target,
+                )
+                .instrument(span)
+                .await
+            }
+            Err(error) => Err(error),
+        };
+        if let Err(error) = outcome {
             failures.push(DetachFailure { index, error });
         }
     }

@@ -123,6 +123,13 @@ impl<'a> Pending<'a> {
     }
 }
 
+/// Runs `call` by [`Executor::start`]ing it and feeding it at once: the `run` of executors
+/// whose work is in `start`.
+pub fn run_started(exec: &dyn Executor, mut call: DelegateCall) -> Outcome<'_> {
+    let stdin = std::mem::take(&mut call.stdin);
+    exec.start(call).run(stdin)
+}
+
 /// Runs plugins. A trait so that ordering and rollback logic can be unit-tested with a recorder.
 pub trait Executor: Send + Sync {
     /// Runs the call; `Ok` carries the plugin's stdout.
@@ -237,7 +244,7 @@ impl PluginExecutor {
         let began = Instant::now();
         let outcome = match started {
             Some(mut started) => {
-                started.fed = true;
+                // Fed: its place is free, and from now on the deadline kills it.
                 started.slot = None;
                 self.wait(&mut started.child, &call).await
             }
@@ -420,18 +427,17 @@ impl Drop for AheadSlot<'_> {
     }
 }
 
-/// A plugin's process started ahead of its turn. Dropped before it is fed, it is killed
-/// with its process group: it has read nothing, so it has done nothing. Once fed, the
-/// deadline is what kills it.
+/// A plugin's process started ahead of its turn, holding its place until it is fed. Dropped
+/// before that, it is killed with its process group: it has read nothing, so it has done
+/// nothing. Once fed, the deadline is what kills it.
 struct Started<'a> {
     child: Child,
-    fed: bool,
     slot: Option<AheadSlot<'a>>,
 }
 
 impl Drop for Started<'_> {
     fn drop(&mut self) {
-        if !self.fed
+        if self.slot.is_some()
             && let Some(pid) = self.child.id()
         {
             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
@@ -453,7 +459,6 @@ impl Executor for PluginExecutor {
             let child = self.spawn(&binary, &call).ok()?;
             Some(Started {
                 child,
-                fed: false,
                 slot: Some(slot),
             })
         });

@@ -30,9 +30,8 @@ impl<'a> Gated<'a> {
 }
 
 impl Executor for Gated<'_> {
-    fn run(&self, mut call: DelegateCall) -> Outcome<'_> {
-        let stdin = std::mem::take(&mut call.stdin);
-        self.start(call).run(stdin)
+    fn run(&self, call: DelegateCall) -> Outcome<'_> {
+        super::exec::run_started(self, call)
     }
 
     fn start(&self, call: DelegateCall) -> Pending<'_> {
