@@ -178,9 +178,10 @@ pub struct RecordStore {
     /// `None` where it could not be made (a full or read-only disk at start): every intent is
     /// then an fsynced record file.
     journal: Option<Arc<journal::Journal>>,
-    /// Intents found in the journal at start whose record file could not be written then (a
-    /// full or read-only disk): they stand for their records, here and in their slots, until
-    /// the container's record is saved or removed.
+    /// Records that could not be written durably (a full or read-only disk): intents found in
+    /// the journal at start, and ADDs' records that could not be settled. They stand for their
+    /// files here, and their intents keep their slots, until the container's record is saved
+    /// or removed.
     unrestored: Arc<Mutex<HashMap<ContainerId, intents::Unrestored>>>,
 }
 

@@ -17,7 +17,9 @@ pub enum Intent {
     Filed,
 }
 
-/// An intent found at start that could not be written as its record: it stands for it.
+/// A record that could not be written durably, standing for its file in this process while
+/// its intent keeps its slot: an intent found at start that could not be written as its
+/// record, or an ADD's record that could not be settled.
 pub(super) struct Unrestored {
     pub(super) record: PodRecord,
     pub(super) slot: Option<journal::Slot>,
@@ -167,9 +169,64 @@ impl RecordStore {
         };
         let published = self.publish(record);
         visible();
-        published?.sync()?;
-        self.let_go_of(Some(slot));
-        Ok(())
+        match published.and_then(|unsynced| unsynced.sync()) {
+            Ok(()) => {
+                self.let_go_of(Some(slot));
+                Ok(())
+            }
+            Err(error) => {
+                self.keep_unsettled(record, slot);
+                Err(error)
+            }
+        }
+    }
+
+    /// After `record` could not be made durable (a full disk, an I/O error): its intent keeps
+    /// its slot, so that a crash still finds everything the ADD covered, and the record stands
+    /// for its file in this process, until the container's record is next written or removed
+    /// (its DEL). Letting the slot go instead would lose the crash's cover; dropping it would
+    /// hold it until plexusd restarts, and enough such failures would leave every later intent
+    /// without a slot.
+    ///
+    /// The container's lock is let go of once the record is visible, so its DEL, or a new ADD,
+    /// may have run meanwhile; then the record on disk is gone or carries another intent's
+    /// number, and the slot is let go of. That is decided under the stand-ins' lock, and
+    /// `remove` takes the file away before it drops stand-ins under that lock, so a stand-in
+    /// put in before the removal is dropped by it.
+    fn keep_unsettled(&self, record: &PodRecord, slot: journal::Slot) {
+        let id = &record.container_id;
+        // Poisoned (never, nothing panics under it): the slot stays taken until a restart,
+        // which keeps the crash's cover.
+        let Ok(mut unrestored) = self.unrestored.lock() else {
+            return;
+        };
+        let still_its = match super::read_record(&self.path(id)) {
+            Ok(on_disk) => on_disk.is_some_and(|r| r.intent == record.intent),
+            // Not readable is not someone else's: keep the cover.
+            Err(_) => true,
+        };
+        if !still_its {
+            drop(unrestored);
+            return self.let_go_of(Some(slot));
+        }
+        let stand_in = Unrestored {
+            record: record.clone(),
+            slot: Some(slot),
+        };
+        unrestored.insert(id.clone(), stand_in);
+    }
+
+    /// Removes the record of an ADD that left nothing attached and lets go of its intent. When
+    /// the record cannot be removed, the intent keeps standing with it, as after a failed
+    /// settle.
+    pub fn remove_settled(&self, record: &PodRecord, intent: Intent) -> Result<(), RecordError> {
+        let removed = self.remove(&record.container_id);
+        match (removed.is_ok(), intent) {
+            (true, intent) => self.let_go(intent),
+            (false, Intent::Journaled(slot)) => self.keep_unsettled(record, slot),
+            (false, Intent::Filed) => {}
+        }
+        removed
     }
 
     /// Lets go of an intent whose record is durable, or gone with everything it covered.
@@ -393,5 +450,73 @@ mod tests {
         let intent = store.save_intent(&mut full_record("c1")).await.unwrap();
         assert!(matches!(intent, Intent::Journaled(_)), "{intent:?}");
         assert!(after_a_crash(dir.path()).load(&id("c1")).unwrap().is_some());
+    }
+
+    /// Makes every write of `container`'s record fail (its temp file's name is taken by a
+    /// directory) until the returned guard is dropped.
+    fn unwritable(dir: &Path, container: &str) -> impl Drop {
+        struct Unblock(std::path::PathBuf);
+        impl Drop for Unblock {
+            fn drop(&mut self) {
+                let _ = fs::remove_dir(&self.0);
+            }
+        }
+        let blocker = dir.join(format!("{container}.tmp"));
+        fs::create_dir(&blocker).unwrap();
+        Unblock(blocker)
+    }
+
+    #[tokio::test]
+    async fn a_record_that_cannot_be_settled_stands_for_its_file_and_its_intent_until_its_del() {
+        let (dir, store, record, intent) = with_intent(full_record("c1")).await;
+        let finished = with_results(record);
+        let blocked = unwritable(dir.path(), "c1");
+        assert!(store.settle(&finished, intent).is_err());
+
+        assert_eq!(store.load(&id("c1")).unwrap(), Some(finished.clone()));
+        assert_eq!(store.list().unwrap().len(), 1);
+        assert!(!journal::Found::read(dir.path()).unwrap().is_empty());
+
+        drop(blocked);
+        store.remove(&id("c1")).unwrap();
+        assert_eq!(store.load(&id("c1")).unwrap(), None);
+        assert!(journal::Found::read(dir.path()).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn failed_settles_do_not_use_up_the_journal() {
+        let (dir, store) = new_store();
+        for n in 0..100 {
+            let container = format!("c{n}");
+            let mut record = full_record(&container);
+            let intent = store.save_intent(&mut record).await.unwrap();
+            assert!(
+                matches!(intent, Intent::Journaled(_)),
+                "intent {n}: {intent:?}"
+            );
+            let blocked = unwritable(dir.path(), &container);
+            assert!(store.settle(&with_results(record), intent).is_err());
+            drop(blocked);
+            store.remove(&id(&container)).unwrap();
+        }
+        assert!(journal::Found::read(dir.path()).unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_record_replaced_while_it_failed_to_settle_is_not_stood_in_for() {
+        let (dir, store, record, intent) = with_intent(full_record("c1")).await;
+        let mut newer = full_record("c1");
+        newer.intent = record.intent.map(|n| n + 1);
+        let blocked = unwritable(dir.path(), "c1");
+        let settled = store.settle_then(&with_results(record), intent, || {
+            // The container's next ADD, once the lock is let go of.
+            fs::remove_dir(dir.path().join("c1.tmp")).unwrap();
+            store.remove(&id("c1")).unwrap();
+            store.save(&newer).unwrap();
+        });
+        drop(blocked);
+        assert!(settled.is_err());
+        assert_eq!(store.load(&id("c1")).unwrap(), Some(newer));
+        assert!(journal::Found::read(dir.path()).unwrap().is_empty());
     }
 }

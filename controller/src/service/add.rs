@@ -79,7 +79,7 @@ impl Plexus {
         let recorded = self.recorded.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(error) = records.settle_then(&record, intent, || drop((container, gc))) {
-                tracing::error!(container = %record.container_id, %error, "the ADD's results were not recorded; DEL and GC still work from its intent");
+                tracing::error!(container = %record.container_id, %error, "the ADD's results were not made durable; they stand in memory, and its intent in the journal, until the container's DEL");
             }
             // Hot-plug compares this record with the pod's annotation now: the annotation may
             // have changed while the ADD ran. Nobody listening is fine.
@@ -337,9 +337,7 @@ impl Plexus {
             .collect();
         self.release_devices(&gone, &leftovers);
         if leftovers.is_empty() {
-            self.records.remove(&record.container_id)?;
-            self.records.let_go(intent);
-            return Ok(());
+            return Ok(self.records.remove_settled(&record, intent)?);
         }
         record.attachments = leftovers;
         Ok(self.records.settle(&record, intent)?)
