@@ -239,14 +239,14 @@ impl PluginExecutor {
     async fn run_logged(
         &self,
         call: DelegateCall,
-        started: Option<Started<'_>>,
+        started: Unfed<'_>,
     ) -> Result<Vec<u8>, ExecError> {
         let began = Instant::now();
-        let outcome = match started {
-            Some(mut started) => {
+        let outcome = match started.feed() {
+            Some(Started { mut child, slot }) => {
                 // Fed: its place is free, and from now on the deadline kills it.
-                started.slot = None;
-                self.wait(&mut started.child, &call).await
+                drop(slot);
+                self.wait(&mut child, &call).await
             }
             None => self.exec(&call).await,
         };
@@ -427,41 +427,57 @@ impl Drop for AheadSlot<'_> {
     }
 }
 
-/// A plugin's process started ahead of its turn, holding its place until it is fed. Dropped
-/// before that, it is killed with its process group: it has read nothing, so it has done
-/// nothing. Once fed, the deadline is what kills it.
+/// A plugin's process started ahead of its turn, holding its place until it is fed.
 struct Started<'a> {
     child: Child,
-    slot: Option<AheadSlot<'a>>,
+    slot: AheadSlot<'a>,
 }
 
-impl Drop for Started<'_> {
+/// What `start` started, if anything, until it is fed. Dropped before that, the plugin is
+/// killed with its process group: it has read nothing, so it has done nothing. Once fed, the
+/// deadline is what kills it.
+struct Unfed<'a>(Option<Started<'a>>);
+
+impl<'a> Unfed<'a> {
+    fn feed(mut self) -> Option<Started<'a>> {
+        self.0.take()
+    }
+}
+
+impl Drop for Unfed<'_> {
     fn drop(&mut self) {
-        if self.slot.is_some()
-            && let Some(pid) = self.child.id()
-        {
+        let Some(Started { mut child, slot }) = self.0.take() else {
+            return;
+        };
+        if let Some(pid) = child.id() {
             let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        }
+        drop(slot);
+        // Waited for, not dropped: tokio hands a child dropped unreaped to its orphan queue,
+        // which installs a SIGCHLD handler that from then on wakes the runtime at every
+        // delegate's exit as well as its pidfd does.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = child.wait().await;
+            });
         }
     }
 }
 
 impl Executor for PluginExecutor {
     fn run(&self, call: DelegateCall) -> Outcome<'_> {
-        Box::pin(self.run_logged(call, None))
+        Box::pin(self.run_logged(call, Unfed(None)))
     }
 
     /// Spawns the plugin at once when a place for it is free, to be fed its config later;
     /// otherwise it is spawned at its turn. A plugin that cannot be spawned now is tried again
     /// at its turn, which reports the error (or waits out a binary being replaced).
     fn start(&self, call: DelegateCall) -> Pending<'_> {
-        let started = self.ahead_slot().and_then(|slot| {
+        let started = Unfed(self.ahead_slot().and_then(|slot| {
             let binary = self.find(&call.plugin_type).ok()?;
             let child = self.spawn(&binary, &call).ok()?;
-            Some(Started {
-                child,
-                slot: Some(slot),
-            })
-        });
+            Some(Started { child, slot })
+        }));
         Pending::new(move |stdin, _turn| {
             Box::pin(self.run_logged(DelegateCall { stdin, ..call }, started))
         })
@@ -661,6 +677,22 @@ mod tests {
             "the plugin or its child ({pids}) survived being dropped unfed"
         );
         assert!(!acted.exists(), "a plugin that was never fed acted");
+        assert!(
+            !catches_sigchld(),
+            "the killed plugin went to tokio's orphan queue, whose SIGCHLD handler wakes the runtime at every later exit"
+        );
+    }
+
+    /// Whether this process has a handler for SIGCHLD (nextest runs each test in a process of
+    /// its own).
+    fn catches_sigchld() -> bool {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let caught = status
+            .lines()
+            .find_map(|line| line.strip_prefix("SigCgt:"))
+            .unwrap();
+        let mask = u64::from_str_radix(caught.trim(), 16).unwrap();
+        mask & (1 << (libc::SIGCHLD - 1)) != 0
     }
 
     #[tokio::test]
