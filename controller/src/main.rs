@@ -165,6 +165,10 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         }
         SourceKind::Kube => {
             let client = kube::client(config.kubeconfig.as_deref()).await?;
+            // Its watches and writes, and the connections they open, run on a thread of
+            // their own: the CNI worker serves the runtime.
+            let api = memory::api_thread()?;
+            let _on_api = api.enter();
             KubeSource::start(client, &config.node_name(), config.dra)
         }
     };

@@ -40,13 +40,17 @@ struct Pending {
 pub(super) struct ClaimStatusWriter {
     client: Client,
     pending: Mutex<HashMap<ClaimKey, Pending>>,
+    /// Where the writes run: the source's runtime, not the caller's (an ADD on the CNI worker).
+    runtime: tokio::runtime::Handle,
 }
 
 impl ClaimStatusWriter {
+    /// On the current runtime, whose tasks write the claims' status.
     pub(super) fn new(client: Client) -> Self {
         Self {
             client,
             pending: Mutex::default(),
+            runtime: tokio::runtime::Handle::current(),
         }
     }
 
@@ -59,7 +63,7 @@ impl ClaimStatusWriter {
         let body = apply_body(claim, &devices, &now());
         let writer = Arc::clone(self);
         let claim = claim.clone();
-        tokio::spawn(async move {
+        self.runtime.spawn(async move {
             let _turn = turn.lock().await;
             writer.retry_loop(&claim, &key, generation, &body).await;
             writer.finish(&key, generation);
