@@ -359,14 +359,9 @@ pub async fn attach_all_timed(
         let span =
             tracing::info_span!("attach", network = %delegate.network, ifname = %delegate.ifname);
         let started = Instant::now();
-        let outcome = match netconf {
-            Ok(netconf) => {
-                add_parsed(&ahead, delegate, &netconf, target)
-                    .instrument(span)
-                    .await
-            }
-            Err(error) => Err(error),
-        };
+        let outcome = async { add_parsed(&ahead, delegate, &netconf?, target).await }
+            .instrument(span)
+            .await;
         match outcome {
             Ok(result) => added.push(Added {
                 result,
@@ -443,20 +438,10 @@ pub async fn detach_all(
     for ((index, attachment), (delegate, netconf)) in in_reverse.zip(parsed) {
         let span =
             tracing::info_span!("detach", network = %delegate.network, ifname = %delegate.ifname);
-        let outcome = match netconf {
-            Ok(netconf) => {
-                del_parsed(
-                    &ahead,
-                    delegate,
-                    &netconf,
-                    attachment.result.as_ref(),
-                    target,
-                )
-                .instrument(span)
-                .await
-            }
-            Err(error) => Err(error),
-        };
+        let result = attachment.result.as_ref();
+        let outcome = async { del_parsed(&ahead, delegate, &netconf?, result, target).await }
+            .instrument(span)
+            .await;
         if let Err(error) = outcome {
             failures.push(DetachFailure { index, error });
         }

@@ -367,10 +367,9 @@ pub fn cri_bench(reps: usize, plexusd_config: &[String]) -> Result<CriBenchResul
             (n, pod)
         })
         .collect();
-    let mut builder = plexusd_config.iter().fold(
-        Node::builder().config_line("writeConflist: true"),
-        |builder, line| builder.config_line(line),
-    );
+    let mut builder = Node::builder()
+        .config_line("writeConflist: true")
+        .config_lines(plexusd_config);
     for i in 1..=4 {
         builder = builder.manifest(&format!("b{i}.yaml"), &bridge_nad(i));
     }

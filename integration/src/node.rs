@@ -115,6 +115,13 @@ impl NodeBuilder {
         self
     }
 
+    /// Every one of `lines` (`config_line`), as the benches' `--plexusd-config` give them.
+    pub fn config_lines(self, lines: &[String]) -> Self {
+        lines
+            .iter()
+            .fold(self, |builder, line| builder.config_line(line))
+    }
+
     /// A veth pair `uplink0`/`uplink0p` in the node, as the master of macvlan networks.
     pub fn uplink(mut self) -> Self {
         self.uplink = true;

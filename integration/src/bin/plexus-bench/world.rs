@@ -153,13 +153,11 @@ pub fn node(kube: bool, pods: &[(&Pod, Value)], config: &[String]) -> Node {
     let mut nads: Vec<(String, Value)> =
         (1..=4).map(|i| (format!("sec{i}"), secondary(i))).collect();
     nads.push(("noop".into(), noop_network()));
-    let builder: NodeBuilder = config.iter().fold(
-        Node::builder()
-            .rust_log("info")
-            .cluster(cluster())
-            .plugin("noop", NOOP),
-        |builder, line| builder.config_line(line),
-    );
+    let builder: NodeBuilder = Node::builder()
+        .rust_log("info")
+        .cluster(cluster())
+        .plugin("noop", NOOP)
+        .config_lines(config);
     if !kube {
         let mut builder = builder;
         let docs: Vec<String> = nads.iter().map(|(n, c)| nad(n, c).to_string()).collect();
