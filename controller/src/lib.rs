@@ -4,6 +4,8 @@
 pub mod addr;
 /// A pod's delegates run in order, rolled back, deleted, checked and garbage-collected.
 pub mod attach;
+/// Work that follows a CNI reply, started once the reply is on its way.
+pub mod background;
 /// What the admission webhook and `plexusd validate` check in NADs, pods and pod templates.
 pub mod checks;
 /// Wall-clock instants as records and `plexusd inspect` show them.

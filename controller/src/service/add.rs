@@ -77,7 +77,7 @@ impl Plexus {
     ) {
         let records = self.records.clone();
         let recorded = self.recorded.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::background::after_reply(move || {
             if let Err(error) = records.settle_then(&record, intent, || drop((container, gc))) {
                 tracing::error!(container = %record.container_id, %error, "the ADD's results were not made durable; they stand in memory, and its intent in the journal, until the container's DEL");
             }
