@@ -338,8 +338,9 @@ impl RecordStore {
     ///
     /// The record is renamed into `deleted/` and unlinked there once the DEL has replied:
     /// unlinking a file that was fsynced frees its blocks, which costs ext4 0.1 ms (0.4 at
-    /// p90) on the DEL's path, the rename a tenth of that. What a crash leaves in `deleted/` is swept at
-    /// start. Without `deleted/` (it could not be made) the record is unlinked in place.
+    /// p90) on the DEL's path, the rename a tenth of that. What a crash leaves in `deleted/`
+    /// is swept at start. Without `deleted/` (it could not be made) the record is unlinked in
+    /// place.
     pub fn remove(&self, id: &ContainerId) -> Result<(), RecordError> {
         let path = self.path(id);
         let buried = self.dir.join(DELETED_DIR).join(format!(

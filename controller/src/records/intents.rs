@@ -221,10 +221,10 @@ impl RecordStore {
     /// settle.
     pub fn remove_settled(&self, record: &PodRecord, intent: Intent) -> Result<(), RecordError> {
         let removed = self.remove(&record.container_id);
-        match (removed.is_ok(), intent) {
-            (true, intent) => self.let_go(intent),
-            (false, Intent::Journaled(slot)) => self.keep_unsettled(record, slot),
-            (false, Intent::Filed) => {}
+        match (&removed, intent) {
+            (Ok(()), intent) => self.let_go(intent),
+            (Err(_), Intent::Journaled(slot)) => self.keep_unsettled(record, slot),
+            (Err(_), Intent::Filed) => {}
         }
         removed
     }
