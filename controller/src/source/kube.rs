@@ -24,7 +24,6 @@ use super::dra::Dra;
 use super::events::EventWriter;
 use super::writes::{Bounded, LatestWins, Outcome, WriteFn};
 use super::{PodEvent, PodInfo, Readiness, Source, SourceError};
-use crate::background::InOrder;
 use crate::devices::claims::{ClaimCatalog, ClaimRef, DeviceNetworkData, PodClaim};
 use crate::names::{Namespace, ObjectName, PodKey};
 use crate::status::{NETWORK_STATUS_ANNOTATION, NetworkStatus};
@@ -52,9 +51,6 @@ pub struct KubeSource {
     /// ResourceClaims and ResourceSlices, when DRA is on.
     dra: Option<Arc<Dra>>,
     claim_status: Arc<ClaimStatusWriter>,
-    /// The writes above as a CNI request hands them over, queued once its reply is written:
-    /// queueing one wakes the API thread, which then ran before the reply (`background`).
-    deferred: InOrder,
 }
 
 /// What the watches report about themselves.
@@ -126,16 +122,9 @@ impl KubeSource {
             pod_updates,
             dra,
             claim_status,
-            deferred: InOrder::default(),
         });
         source.watch_readiness();
         source
-    }
-
-    /// Queues `write` for once the CNI request that hands it over has its reply written.
-    fn write_after_reply(self: Arc<Self>, write: impl FnOnce(&Self) + Send + 'static) {
-        let source = Arc::clone(&self);
-        self.deferred.after_reply(move || write(&source));
     }
 
     fn watch_readiness(&self) {
@@ -484,8 +473,8 @@ impl Source for KubeSource {
         let Ok(body) = serde_json::to_value(status) else {
             return;
         };
-        let (pod, uid) = (pod.clone(), uid.map(str::to_owned));
-        self.write_after_reply(move |source| source.status_writes.submit(pod, (uid, body)));
+        self.status_writes
+            .submit(pod.clone(), (uid.map(str::to_owned), body));
     }
 
     fn pod_updates(&self) -> Option<tokio::sync::broadcast::Receiver<PodKey>> {
@@ -494,18 +483,16 @@ impl Source for KubeSource {
 
     fn publish_event(self: Arc<Self>, pod: &PodKey, uid: Option<&str>, event: PodEvent) {
         let (pod, uid) = (pod.clone(), uid.map(str::to_owned));
-        self.write_after_reply(move |source| {
-            let events = Arc::clone(&source.events);
-            let queued = source.event_writes.submit(Box::pin(async move {
-                if let Err(error) = events.publish(&pod, uid.as_deref(), event).await {
-                    tracing::warn!(%pod, %error, "event not recorded");
-                }
-            }));
-            if !queued {
-                let dropped = source.event_writes.dropped();
-                tracing::warn!(dropped, "event queue full; event dropped");
+        let events = Arc::clone(&self.events);
+        let queued = self.event_writes.submit(Box::pin(async move {
+            if let Err(error) = events.publish(&pod, uid.as_deref(), event).await {
+                tracing::warn!(%pod, %error, "event not recorded");
             }
-        });
+        }));
+        if !queued {
+            let dropped = self.event_writes.dropped();
+            tracing::warn!(dropped, "event queue full; event dropped");
+        }
     }
 
     fn claims(&self) -> Option<&dyn ClaimCatalog> {
@@ -516,8 +503,7 @@ impl Source for KubeSource {
     }
 
     fn publish_claim_status(self: Arc<Self>, claim: &ClaimRef, devices: Vec<DeviceNetworkData>) {
-        let claim = claim.clone();
-        self.write_after_reply(move |source| source.claim_status.publish(&claim, devices));
+        self.claim_status.publish(claim, devices);
     }
 }
 
