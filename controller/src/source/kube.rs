@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use futures::TryStreamExt;
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::{Pod, PodSpec, PodStatus};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -22,9 +21,10 @@ use plexus_crds::NetworkAttachmentDefinition;
 use super::claim_status::ClaimStatusWriter;
 use super::dra::Dra;
 use super::events::EventWriter;
+use super::pod_object::PodObject;
 use super::writes::{Bounded, LatestWins, Outcome, WriteFn};
 use super::{PodEvent, PodInfo, Readiness, Source, SourceError};
-use crate::devices::claims::{ClaimCatalog, ClaimRef, DeviceNetworkData, PodClaim};
+use crate::devices::claims::{ClaimCatalog, ClaimRef, DeviceNetworkData};
 use crate::names::{Namespace, ObjectName, PodKey};
 use crate::status::{NETWORK_STATUS_ANNOTATION, NetworkStatus};
 
@@ -40,7 +40,7 @@ type StatusWrite = (Option<String>, serde_json::Value);
 pub struct KubeSource {
     client: Client,
     nads: Store<NetworkAttachmentDefinition>,
-    pods: Store<Pod>,
+    pods: Store<PodObject>,
     health: Arc<Health>,
     events: Arc<EventWriter>,
     /// One status patch per pod in flight, the latest one (`writes`).
@@ -96,11 +96,12 @@ impl KubeSource {
         let updates = pod_updates.clone();
         // Only this node's pods: memory stays flat however many pods the cluster runs.
         let pods = spawn_reflector(
-            Api::<Pod>::all(client.clone()),
+            Api::<PodObject>::all(client.clone()),
             watcher::Config::default().fields(&format!("spec.nodeName={node_name}")),
             "pods",
             Arc::clone(&health),
-            strip_pod,
+            // Nothing to strip: a `PodObject` is built of what the cache keeps.
+            |_| {},
             move |event| {
                 if let Some(key) = changed_pod(event) {
                     let _ = updates.send(key);
@@ -147,7 +148,7 @@ impl KubeSource {
         }
     }
 
-    fn pod_api(&self, namespace: &Namespace) -> Api<Pod> {
+    fn pod_api(&self, namespace: &Namespace) -> Api<PodObject> {
         Api::namespaced(self.client.clone(), namespace.as_str())
     }
 }
@@ -190,7 +191,7 @@ async fn write_status(
     if let Some(uid) = uid {
         patch["metadata"]["uid"] = uid.into();
     }
-    Api::<Pod>::namespaced(client, pod.namespace.as_str())
+    Api::<PodObject>::namespaced(client, pod.namespace.as_str())
         .patch(
             pod.name.as_str(),
             &PatchParams::default(),
@@ -200,54 +201,13 @@ async fn write_status(
         .map(drop)
 }
 
-fn strip_pod(pod: &mut Pod) {
-    // Resolution needs the pod's identity and annotations, and device lookup its resource
-    // claims; nothing else is kept.
-    let claims = pod.spec.take().and_then(|spec| spec.resource_claims);
-    pod.spec = claims.map(|resource_claims| PodSpec {
-        resource_claims: Some(resource_claims),
-        ..PodSpec::default()
-    });
-    let statuses = pod.status.take().and_then(|s| s.resource_claim_statuses);
-    pod.status = statuses.map(|resource_claim_statuses| PodStatus {
-        resource_claim_statuses: Some(resource_claim_statuses),
-        ..PodStatus::default()
-    });
-    pod.metadata.managed_fields = None;
-}
-
-/// The pod's resource claims with the ResourceClaim each stands for: named in the spec, or
-/// generated from a template and named in the status.
-fn pod_claims(pod: &Pod) -> Vec<PodClaim> {
-    let statuses = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.resource_claim_statuses.as_deref())
-        .unwrap_or_default();
-    pod.spec
-        .as_ref()
-        .and_then(|s| s.resource_claims.as_deref())
-        .unwrap_or_default()
-        .iter()
-        .map(|claim| PodClaim {
-            name: claim.name.clone(),
-            claim: claim.resource_claim_name.clone().or_else(|| {
-                statuses
-                    .iter()
-                    .find(|s| s.name == claim.name)
-                    .and_then(|s| s.resource_claim_name.clone())
-            }),
-        })
-        .collect()
-}
-
 /// The pod a watch event is about; a relist brings every pod again, so nothing changed
 /// while the watch was down goes unnoticed.
-fn changed_pod(event: &watcher::Event<Pod>) -> Option<PodKey> {
+fn changed_pod(event: &watcher::Event<PodObject>) -> Option<PodKey> {
     match event {
         watcher::Event::Apply(pod)
         | watcher::Event::InitApply(pod)
-        | watcher::Event::Delete(pod) => pod_key(pod),
+        | watcher::Event::Delete(pod) => pod.key(),
         watcher::Event::Init | watcher::Event::InitDone => None,
     }
 }
@@ -365,27 +325,6 @@ fn probe_params(config: &watcher::Config) -> ListParams {
     params
 }
 
-fn pod_key(pod: &Pod) -> Option<PodKey> {
-    let namespace = Namespace::parse(pod.metadata.namespace.as_deref()?).ok()?;
-    let name = ObjectName::parse(pod.metadata.name.as_deref()?).ok()?;
-    Some(PodKey { namespace, name })
-}
-
-fn pod_info(pod: &Pod) -> Option<PodInfo> {
-    Some(PodInfo {
-        key: pod_key(pod)?,
-        uid: pod.metadata.uid.clone(),
-        annotations: pod
-            .metadata
-            .annotations
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect(),
-        claims: pod_claims(pod),
-    })
-}
-
 fn lookup_error(error: kube::Error) -> SourceError {
     SourceError::Lookup(error.to_string())
 }
@@ -417,7 +356,7 @@ impl Source for KubeSource {
                     }
                 }
             };
-            Ok(pod_info(&pod).map(Arc::new))
+            Ok(pod.info().map(Arc::new))
         })
     }
 

@@ -6,6 +6,7 @@ mod dra;
 mod events;
 pub mod files;
 pub mod kube;
+mod pod_object;
 pub mod writes;
 
 use std::collections::BTreeMap;
