@@ -29,18 +29,16 @@ pub(super) struct PodObject {
     status: Option<Status>,
 }
 
-#[derive(Deserialize, Clone, Debug, Default)]
+#[derive(Deserialize, Clone, Debug)]
 #[serde(rename_all = "camelCase")]
 struct Spec {
-    #[serde(default)]
-    resource_claims: Vec<PodResourceClaim>,
+    resource_claims: Option<Vec<PodResourceClaim>>,
 }
 
-#[derive(Deserialize, Clone, Debug, Default)]
+#[derive(Deserialize, Clone, Debug)]
 #[serde(rename_all = "camelCase")]
 struct Status {
-    #[serde(default)]
-    resource_claim_statuses: Vec<PodResourceClaimStatus>,
+    resource_claim_statuses: Option<Vec<PodResourceClaimStatus>>,
 }
 
 /// The metadata Plexus and the watch read: the watch resumes from the resource version, and
@@ -85,13 +83,7 @@ impl PodObject {
         Some(PodInfo {
             key: self.key()?,
             uid: self.metadata.uid.clone(),
-            annotations: self
-                .metadata
-                .annotations
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
+            annotations: self.metadata.annotations.clone().unwrap_or_default(),
             claims: self.claims(),
         })
     }
@@ -102,11 +94,11 @@ impl PodObject {
         let statuses = self
             .status
             .as_ref()
-            .map(|s| s.resource_claim_statuses.as_slice())
+            .and_then(|s| s.resource_claim_statuses.as_deref())
             .unwrap_or_default();
         self.spec
             .as_ref()
-            .map(|s| s.resource_claims.as_slice())
+            .and_then(|s| s.resource_claims.as_deref())
             .unwrap_or_default()
             .iter()
             .map(|claim| PodClaim {
@@ -255,6 +247,12 @@ mod tests {
     fn a_pod_without_spec_or_status_has_no_claims_and_one_without_a_namespace_no_key() {
         let pod: PodObject =
             serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "n"}})).unwrap();
+        assert_eq!(pod.info().unwrap().claims, []);
+        let pod: PodObject = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "n", "annotations": null},
+            "spec": {"resourceClaims": null}, "status": {"resourceClaimStatuses": null}
+        }))
+        .unwrap();
         assert_eq!(pod.info().unwrap().claims, []);
         let pod: PodObject = serde_json::from_value(json!({"metadata": {"name": "p"}})).unwrap();
         assert!(pod.key().is_none());
