@@ -4,7 +4,7 @@
 //! swapped in at once, so a lookup never sees half a reload. A file that does not parse is
 //! reported (log and readiness) and skipped; the other files still count.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -13,6 +13,7 @@ use futures::future::BoxFuture;
 use plexus_crds::{NetworkAttachmentDefinition, NetworkAttachmentDefinitionSpec};
 use serde::Deserialize;
 
+use super::metadata::Metadata;
 use super::{PodInfo, Readiness, Source, SourceError};
 use crate::dirwatch::DirChanges;
 use crate::names::{Namespace, ObjectName, PodKey};
@@ -193,18 +194,6 @@ struct Document {
     spec: Option<Spec>,
 }
 
-#[derive(Deserialize, Default)]
-struct Metadata {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    uid: Option<String>,
-    #[serde(default)]
-    annotations: Option<BTreeMap<String, String>>,
-}
-
 /// A NAD's spec; of a pod's, nothing is kept.
 #[derive(Deserialize, Default)]
 struct Spec {
@@ -290,6 +279,8 @@ fn object_key(
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     const NADS: &str = r#"

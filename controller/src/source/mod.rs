@@ -6,6 +6,7 @@ mod dra;
 mod events;
 pub mod files;
 pub mod kube;
+mod metadata;
 mod pod_object;
 pub mod writes;
 

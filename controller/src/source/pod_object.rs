@@ -2,17 +2,15 @@
 //!
 //! The watch decodes every event of every pod on the node (kubelet's status updates, our own
 //! network-status patch coming back) on the API thread, on the CPUs the pods' delegates want,
-//! and the cache holds every pod on the node. Decoded as k8s-openapi's `Pod`, an event builds
-//! the whole object (the managed fields, the containers, the conditions) only for all of it
-//! but a few fields to be dropped. This type builds those few fields and skips the rest, as
-//! `dra::ClaimObject` does for claims: 4.7 µs per watch event of a 5 KiB pod instead of 17.9
-//! (README "Performance", the tenth round).
-
-use std::collections::BTreeMap;
+//! and the cache holds every pod on the node. Decoded as k8s-openapi's `Pod`, an event built
+//! the whole object (the managed fields, the containers, the conditions), and all but a few
+//! fields of it were then dropped. This type builds those few (`metadata::Metadata` and the
+//! resource claims) and skips the rest, as `dra::ClaimObject` does for claims: 4.7 µs per
+//! watch event of a 5 KiB pod instead of 17.9 (README "Performance", the tenth round).
 
 use k8s_openapi::api::core::v1::{Pod, PodResourceClaim, PodResourceClaimStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use serde::{Deserialize, Deserializer};
+use serde::Deserialize;
 
 use super::PodInfo;
 use crate::devices::claims::PodClaim;
@@ -21,7 +19,7 @@ use crate::names::{Namespace, ObjectName, PodKey};
 #[derive(kube::Resource, Deserialize, Clone, Debug)]
 #[resource(inherit = "Pod")]
 pub(super) struct PodObject {
-    #[serde(deserialize_with = "read_metadata")]
+    #[serde(deserialize_with = "super::metadata::object_meta")]
     pub metadata: ObjectMeta,
     #[serde(default)]
     spec: Option<Spec>,
@@ -39,37 +37,6 @@ struct Spec {
 #[serde(rename_all = "camelCase")]
 struct Status {
     resource_claim_statuses: Option<Vec<PodResourceClaimStatus>>,
-}
-
-/// The metadata Plexus and the watch read: the watch resumes from the resource version, and
-/// resolution needs the rest. Labels, owners and the managed fields (often most of a pod's
-/// metadata) are skipped.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Metadata {
-    name: Option<String>,
-    namespace: Option<String>,
-    uid: Option<String>,
-    resource_version: Option<String>,
-    annotations: Option<BTreeMap<String, String>>,
-}
-
-fn read_metadata<'de, D: Deserializer<'de>>(from: D) -> Result<ObjectMeta, D::Error> {
-    let Metadata {
-        name,
-        namespace,
-        uid,
-        resource_version,
-        annotations,
-    } = Metadata::deserialize(from)?;
-    Ok(ObjectMeta {
-        name,
-        namespace,
-        uid,
-        resource_version,
-        annotations,
-        ..ObjectMeta::default()
-    })
 }
 
 impl PodObject {
